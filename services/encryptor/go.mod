@@ -1,0 +1,3 @@
+module github.com/keyward/keyward/services/encryptor
+
+go 1.26.8
