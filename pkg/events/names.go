@@ -1,0 +1,126 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stream, bucket and subject names: the contract between Keyward's workers,
+// its producers and its operators. Every name used on the wire is declared
+// here and nowhere else.
+const (
+	// StreamIngest holds AssetCreated events from producers.
+	StreamIngest = "KW_INGEST"
+	// StreamAssets is the log of record: AssetEncrypted, AssetRejected and
+	// AssetReencrypted events. Ledgers are projections of it.
+	StreamAssets = "KW_ASSETS"
+	// StreamDLQ holds dead letters: messages no worker could process, with
+	// the reason, the original subject, headers and bytes.
+	StreamDLQ = "KW_DLQ"
+	// StreamKeys holds KeyStatusChanged events, retained for replay.
+	StreamKeys = "KW_KEYS"
+
+	// BucketStaging is the Object Store bucket producers stage plaintext in.
+	BucketStaging = "KW_STAGING"
+	// BucketVault is the Object Store bucket holding ciphertext, one object
+	// per asset named "<tenant>/<asset_id>".
+	BucketVault = "KW_VAULT"
+	// BucketTenants is the KV bucket of tenant configurations, keyed by
+	// tenant id.
+	BucketTenants = "KW_TENANTS"
+	// BucketKeyStatus is the KV bucket of the current status of every
+	// enrolled key.
+	BucketKeyStatus = "KW_KEY_STATUS"
+
+	// SubjectRoot is the first token of every Keyward subject.
+	SubjectRoot = "keyward"
+)
+
+// Subject prefixes. A full subject appends one validated token (a tenant id
+// or a dead-letter reason).
+const (
+	prefixAssetCreated     = "keyward.asset.created."
+	prefixAssetEncrypted   = "keyward.asset.encrypted."
+	prefixAssetRejected    = "keyward.asset.rejected."
+	prefixAssetReencrypted = "keyward.asset.reencrypted."
+	prefixKeyStatus        = "keyward.key.status."
+	prefixKeyUnwrap        = "keyward.key.unwrap."
+	prefixDLQ              = "keyward.dlq."
+)
+
+// Wildcard subjects, for stream definitions and subscriptions.
+const (
+	SubjectAssetCreatedAll     = prefixAssetCreated + "*"
+	SubjectAssetEncryptedAll   = prefixAssetEncrypted + "*"
+	SubjectAssetRejectedAll    = prefixAssetRejected + "*"
+	SubjectAssetReencryptedAll = prefixAssetReencrypted + "*"
+	SubjectKeyStatusAll        = prefixKeyStatus + "*"
+	SubjectKeyUnwrapAll        = prefixKeyUnwrap + "*"
+	SubjectDLQAll              = prefixDLQ + "*"
+)
+
+// SubjectAssetCreated is where producers publish AssetCreated for tenant.
+// tenant must have passed ValidateTenantID.
+func SubjectAssetCreated(tenant string) string { return prefixAssetCreated + tenant }
+
+// SubjectAssetEncrypted is where the encryptor publishes AssetEncrypted.
+func SubjectAssetEncrypted(tenant string) string { return prefixAssetEncrypted + tenant }
+
+// SubjectAssetRejected is where the encryptor publishes AssetRejected.
+func SubjectAssetRejected(tenant string) string { return prefixAssetRejected + tenant }
+
+// SubjectAssetReencrypted is where the re-encryptor publishes AssetReencrypted.
+func SubjectAssetReencrypted(tenant string) string { return prefixAssetReencrypted + tenant }
+
+// SubjectKeyStatus is where KeyStatusChanged events for tenant are published.
+func SubjectKeyStatus(tenant string) string { return prefixKeyStatus + tenant }
+
+// SubjectKeyUnwrap is the key broker's request-reply subject for tenant.
+func SubjectKeyUnwrap(tenant string) string { return prefixKeyUnwrap + tenant }
+
+// SubjectDLQ is the dead-letter subject for reason. Reasons are stable
+// snake_case codes (see the Reason constants); anything else is mapped to
+// "other" so a caller can never inject subject tokens.
+func SubjectDLQ(reason Reason) string {
+	if !validToken(string(reason)) {
+		reason = ReasonOther
+	}
+	return prefixDLQ + string(reason)
+}
+
+// TenantFromSubject returns the tenant token of a per-tenant Keyward subject
+// (the last token) after validating it.
+func TenantFromSubject(subject string) (string, error) {
+	i := strings.LastIndexByte(subject, '.')
+	if i < 0 || !strings.HasPrefix(subject, SubjectRoot+".") {
+		return "", fmt.Errorf("subject %q is not a keyward subject", subject)
+	}
+	tenant := subject[i+1:]
+	if err := ValidateTenantID(tenant); err != nil {
+		return "", fmt.Errorf("subject %q: %w", subject, err)
+	}
+	return tenant, nil
+}
+
+// VaultObjectName is the name of an asset's ciphertext in BucketVault.
+func VaultObjectName(tenant, assetID string) string { return tenant + "/" + assetID }
+
+// Consumer names: durable consumers are declared by the worker that owns
+// them; the names are here so operators can find them (keyward status).
+const (
+	ConsumerEncryptor       = "encryptor"
+	ConsumerLedgerProjector = "ledger-projector"
+)
+
+func validToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
