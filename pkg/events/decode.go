@@ -1,0 +1,112 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// ErrUndecodable is matched by errors from Decode when the bytes are not a
+// JSON document of the expected shape (as opposed to ErrInvalid: the shape is
+// right but a field's value is not).
+var ErrUndecodable = errors.New("undecodable")
+
+// DecodeError says why bytes could not be decoded into an event.
+type DecodeError struct {
+	Type string // the event type expected
+	Err  error
+}
+
+func (e *DecodeError) Error() string { return fmt.Sprintf("decoding %s: %v", e.Type, e.Err) }
+
+// Unwrap yields ErrUndecodable and the JSON error.
+func (e *DecodeError) Unwrap() []error { return []error{ErrUndecodable, e.Err} }
+
+// Decode strictly decodes one JSON document into v: unknown fields, trailing
+// data and type mismatches are errors naming the field.
+func Decode(typ string, data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &DecodeError{Type: typ, Err: explainJSON(err)}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return &DecodeError{Type: typ, Err: errors.New("trailing data after the JSON document")}
+	}
+	return nil
+}
+
+// DecodeAssetCreated decodes and validates an AssetCreated event. The error
+// matches ErrUndecodable or ErrInvalid.
+func DecodeAssetCreated(data []byte) (*AssetCreated, error) {
+	var e AssetCreated
+	if err := Decode(TypeAssetCreated, data, &e); err != nil {
+		return nil, err
+	}
+	if err := e.Validate(); err != nil {
+		return &e, err
+	}
+	return &e, nil
+}
+
+// DecodeAssetEncrypted decodes and validates an AssetEncrypted event.
+func DecodeAssetEncrypted(data []byte) (*AssetEncrypted, error) {
+	var e AssetEncrypted
+	if err := Decode(TypeAssetEncrypted, data, &e); err != nil {
+		return nil, err
+	}
+	return &e, e.Validate()
+}
+
+// DecodeAssetRejected decodes and validates an AssetRejected event.
+func DecodeAssetRejected(data []byte) (*AssetRejected, error) {
+	var e AssetRejected
+	if err := Decode(TypeAssetRejected, data, &e); err != nil {
+		return nil, err
+	}
+	return &e, e.Validate()
+}
+
+// explainJSON turns encoding/json errors into messages naming the field.
+func explainJSON(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			field = "document"
+		}
+		return fmt.Errorf("field %s: got a JSON %s, want %s", field, te.Value, jsonKind(te.Type.Kind().String()))
+	case errors.As(err, &se):
+		return fmt.Errorf("not valid JSON at byte %d: %v", se.Offset, err)
+	case errors.Is(err, io.EOF):
+		return errors.New("empty message: want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("truncated JSON")
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return fmt.Errorf("unknown field %s: check the spelling against the schema in schemas/", f)
+	}
+	return err
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "uint64", "float64":
+		return "a number"
+	case "string":
+		return "a string"
+	case "struct", "map":
+		return "an object"
+	case "slice":
+		return "an array (or base64 string for bytes)"
+	case "bool":
+		return "true or false"
+	}
+	return k
+}

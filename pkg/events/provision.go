@@ -1,0 +1,176 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Retention and limits of Keyward's streams and buckets. They are part of the
+// operational contract (docs/operations.md explains each choice).
+const (
+	// IngestMaxAge keeps AssetCreated events a week: long enough to replay a
+	// weekend's traffic after an incident, short enough that the ingest
+	// stream never grows without bound. Staged objects live as long.
+	IngestMaxAge = 7 * 24 * time.Hour
+	// IngestDuplicates is the window in which a producer's retried publish
+	// with the same Nats-Msg-Id is dropped.
+	IngestDuplicates = 10 * time.Minute
+	// AssetsDuplicates is the window in which a worker's republished outcome
+	// (after a crash between publish and ack) is dropped. It is longer than
+	// the encryptor's AckWait times its MaxDeliver budget of quick retries.
+	AssetsDuplicates = 15 * time.Minute
+	// DLQMaxAge keeps dead letters for 30 days, for ops to inspect and redrive.
+	DLQMaxAge = 30 * 24 * time.Hour
+	// KeysMaxAge keeps key status history for a year (audit, replay).
+	KeysMaxAge = 365 * 24 * time.Hour
+	// MaxMessageBytes bounds every event message (the server's default
+	// max_payload); inline content must fit well inside it.
+	MaxMessageBytes = 1 << 20
+	// TenantsHistory keeps the last revisions of each tenant document.
+	TenantsHistory = 10
+	// KeyStatusHistory keeps the last statuses of each key.
+	KeyStatusHistory = 5
+)
+
+// ProvisionOptions tune provisioning for the deployment.
+type ProvisionOptions struct {
+	// Replicas of every stream and bucket: 1 for `keyward dev` and tests, 3
+	// in production (R3 on a 3+ node cluster).
+	Replicas int
+	// Storage defaults to file storage.
+	Storage jetstream.StorageType
+}
+
+// StreamConfigs returns the declared configuration of every Keyward stream.
+func StreamConfigs(o ProvisionOptions) []jetstream.StreamConfig {
+	r := replicas(o)
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamIngest,
+			Description: "AssetCreated events from producers (keyward.asset.created.<tenant>)",
+			Subjects:    []string{SubjectAssetCreatedAll},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      IngestMaxAge,
+			Duplicates:  IngestDuplicates,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:        StreamAssets,
+			Description: "Log of record: AssetEncrypted, AssetRejected, AssetReencrypted (keyward.asset.*.<tenant>)",
+			Subjects:    []string{SubjectAssetEncryptedAll, SubjectAssetRejectedAll, SubjectAssetReencryptedAll},
+			Retention:   jetstream.LimitsPolicy,
+			Duplicates:  AssetsDuplicates,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			// Never discard: ledgers are rebuilt from this stream.
+			Discard: jetstream.DiscardNew,
+		},
+		{
+			Name:        StreamDLQ,
+			Description: "Dead letters: original subject, headers and bytes, with the reason (keyward.dlq.<reason>)",
+			Subjects:    []string{SubjectDLQAll},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      DLQMaxAge,
+			Duplicates:  2 * time.Minute,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:        StreamKeys,
+			Description: "KeyStatusChanged events (keyward.key.status.<tenant>)",
+			Subjects:    []string{SubjectKeyStatusAll},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      KeysMaxAge,
+			Duplicates:  10 * time.Minute,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
+	}
+}
+
+// ObjectStoreConfigs returns the declared Object Store buckets.
+func ObjectStoreConfigs(o ProvisionOptions) []jetstream.ObjectStoreConfig {
+	r := replicas(o)
+	return []jetstream.ObjectStoreConfig{
+		{
+			Bucket:      BucketStaging,
+			Description: "Plaintext staged by producers until the encryptor processes it",
+			TTL:         IngestMaxAge,
+			Storage:     o.Storage,
+			Replicas:    r,
+		},
+		{
+			Bucket:      BucketVault,
+			Description: "Ciphertext, one object per asset: <tenant>/<asset_id>",
+			Storage:     o.Storage,
+			Replicas:    r,
+		},
+	}
+}
+
+// KeyValueConfigs returns the declared KV buckets.
+func KeyValueConfigs(o ProvisionOptions) []jetstream.KeyValueConfig {
+	r := replicas(o)
+	return []jetstream.KeyValueConfig{
+		{
+			Bucket:       BucketTenants,
+			Description:  "Tenant configuration documents, keyed by tenant id",
+			History:      TenantsHistory,
+			MaxValueSize: 256 << 10,
+			Storage:      o.Storage,
+			Replicas:     r,
+		},
+		{
+			Bucket:       BucketKeyStatus,
+			Description:  "Current status of every enrolled customer key",
+			History:      KeyStatusHistory,
+			MaxValueSize: 16 << 10,
+			Storage:      o.Storage,
+			Replicas:     r,
+		},
+	}
+}
+
+// Provision creates or updates every stream and bucket Keyward uses. It is
+// idempotent: run it at every start-up of every worker and of `keyward dev`.
+// All failures are returned joined, each naming the stream or bucket.
+func Provision(ctx context.Context, js jetstream.JetStream, o ProvisionOptions) error {
+	var errs []error
+	for _, cfg := range StreamConfigs(o) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("stream %s: %w", cfg.Name, err))
+		}
+	}
+	for _, cfg := range ObjectStoreConfigs(o) {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("object store %s: %w", cfg.Bucket, err))
+		}
+	}
+	for _, cfg := range KeyValueConfigs(o) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("key-value bucket %s: %w", cfg.Bucket, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("provisioning JetStream: %w", err)
+	}
+	return nil
+}
+
+func replicas(o ProvisionOptions) int {
+	if o.Replicas <= 0 {
+		return 1
+	}
+	return o.Replicas
+}

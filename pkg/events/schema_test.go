@@ -1,0 +1,291 @@
+package events_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/keyward/keyward/pkg/events"
+)
+
+// The contract lives twice: as Go types here and as JSON Schemas in
+// schemas/. These tests prove the two agree both ways.
+
+const schemaDir = "../../schemas"
+
+type contract struct {
+	schema   string
+	examples []string
+	newValue func() any
+	validate func(any) error
+}
+
+var contracts = []contract{
+	{
+		schema:   "asset_created.schema.json",
+		examples: []string{"asset_created.json", "asset_created_inline.json"},
+		newValue: func() any { return new(events.AssetCreated) },
+		validate: func(v any) error { return v.(*events.AssetCreated).Validate() },
+	},
+	{
+		schema:   "asset_encrypted.schema.json",
+		examples: []string{"asset_encrypted.json"},
+		newValue: func() any { return new(events.AssetEncrypted) },
+		validate: func(v any) error { return v.(*events.AssetEncrypted).Validate() },
+	},
+	{
+		schema:   "asset_rejected.schema.json",
+		examples: []string{"asset_rejected.json"},
+		newValue: func() any { return new(events.AssetRejected) },
+		validate: func(v any) error { return v.(*events.AssetRejected).Validate() },
+	},
+	{
+		schema:   "dead_letter.schema.json",
+		examples: []string{"dead_letter.json"},
+		newValue: func() any { return new(events.DeadLetter) },
+		validate: func(any) error { return nil },
+	},
+}
+
+func compile(t *testing.T, name string) (*jsonschema.Schema, map[string]any) {
+	t.Helper()
+	path := filepath.Join(schemaDir, name)
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	doc, err := jsonschema.UnmarshalJSON(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	c.AssertContent()
+	if err := c.AddResource(name, doc); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Compile(name)
+	if err != nil {
+		t.Fatalf("compiling %s: %v", name, err)
+	}
+	return s, doc.(map[string]any)
+}
+
+func instance(t *testing.T, b []byte) any {
+	t.Helper()
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestExamplesAgree: every example validates against its schema, decodes
+// strictly into the Go type, passes Go validation, and re-encodes to the
+// same JSON (which the schema accepts again).
+func TestExamplesAgree(t *testing.T) {
+	for _, c := range contracts {
+		sch, _ := compile(t, c.schema)
+		for _, ex := range c.examples {
+			t.Run(ex, func(t *testing.T) {
+				raw, err := os.ReadFile(filepath.Join(schemaDir, "examples", ex))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sch.Validate(instance(t, raw)); err != nil {
+					t.Fatalf("schema rejects example: %v", err)
+				}
+				v := c.newValue()
+				if err := events.Decode(c.schema, raw, v); err != nil {
+					t.Fatalf("Go type rejects example: %v", err)
+				}
+				if err := c.validate(v); err != nil {
+					t.Fatalf("Go validation rejects example: %v", err)
+				}
+				out, err := json.Marshal(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sch.Validate(instance(t, out)); err != nil {
+					t.Fatalf("schema rejects the Go encoding %s: %v", out, err)
+				}
+				var a, b any
+				_ = json.Unmarshal(raw, &a)
+				_ = json.Unmarshal(out, &b)
+				if !reflect.DeepEqual(a, b) {
+					t.Errorf("round trip changed the document:\n in: %s\nout: %s", raw, out)
+				}
+			})
+		}
+	}
+}
+
+// TestFieldsAgree: the schema's properties are exactly the Go type's JSON
+// fields, at every level, and "required" is exactly the fields without
+// omitempty.
+func TestFieldsAgree(t *testing.T) {
+	for _, c := range contracts {
+		t.Run(c.schema, func(t *testing.T) {
+			_, doc := compile(t, c.schema)
+			compareObject(t, "", doc, reflect.TypeOf(c.newValue()).Elem())
+		})
+	}
+}
+
+var contentType = reflect.TypeOf(events.Content{})
+
+func compareObject(t *testing.T, path string, schema map[string]any, typ reflect.Type) {
+	t.Helper()
+	props, required := schemaProps(schema)
+	goFields, goRequired := jsonFields(typ)
+	if typ == contentType {
+		// Content has a custom encoding: bucket+object, or inline.
+		goFields = map[string]reflect.Type{"bucket": reflect.TypeOf(""), "object": reflect.TypeOf(""), "inline": reflect.TypeOf([]byte(nil))}
+		goRequired, required = nil, nil
+	}
+	if got, want := keys(props), keys(goFields); !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: schema properties %v, Go fields %v", orRoot(path), got, want)
+	}
+	sort.Strings(required)
+	sort.Strings(goRequired)
+	if !reflect.DeepEqual(required, goRequired) {
+		t.Errorf("%s: schema required %v, Go non-omitempty fields %v", orRoot(path), required, goRequired)
+	}
+	for name, ft := range goFields {
+		ps, ok := props[name].(map[string]any)
+		if !ok {
+			continue
+		}
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.PkgPath() != "time" {
+			compareObject(t, path+"."+name, ps, ft)
+		}
+	}
+}
+
+func schemaProps(s map[string]any) (map[string]any, []string) {
+	props := map[string]any{}
+	var required []string
+	if p, ok := s["properties"].(map[string]any); ok {
+		for k, v := range p {
+			props[k] = v
+		}
+	}
+	if r, ok := s["required"].([]any); ok {
+		for _, v := range r {
+			required = append(required, v.(string))
+		}
+	}
+	for _, key := range []string{"oneOf", "anyOf"} {
+		if alts, ok := s[key].([]any); ok {
+			for _, a := range alts {
+				p, _ := schemaProps(a.(map[string]any))
+				for k, v := range p {
+					props[k] = v
+				}
+			}
+		}
+	}
+	return props, required
+}
+
+func jsonFields(typ reflect.Type) (map[string]reflect.Type, []string) {
+	fields := map[string]reflect.Type{}
+	var required []string
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+		if !strings.Contains(opts, "omitempty") {
+			required = append(required, name)
+		}
+	}
+	return fields, required
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "(root)"
+	}
+	return p
+}
+
+// TestInvalidDocumentsAgree: documents the schema rejects, Go rejects too.
+func TestInvalidDocumentsAgree(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{
+			"tenant_id": "acme", "asset_id": "a1", "service": "team_chat", "owner_user_id": "u1",
+			"origin": "cloud", "created_at": "2026-11-28T09:31:02Z", "content": map[string]any{"inline": "aGk="},
+		}
+	}
+	cases := map[string]func(m map[string]any){
+		"missing tenant":        func(m map[string]any) { delete(m, "tenant_id") },
+		"uppercase tenant":      func(m map[string]any) { m["tenant_id"] = "Acme" },
+		"tenant with dot":       func(m map[string]any) { m["tenant_id"] = "ac.me" },
+		"tenant wildcard":       func(m map[string]any) { m["tenant_id"] = "*" },
+		"asset leading dot":     func(m map[string]any) { m["asset_id"] = ".a" },
+		"asset too long":        func(m map[string]any) { m["asset_id"] = strings.Repeat("a", 129) },
+		"bad service":           func(m map[string]any) { m["service"] = "Team Chat" },
+		"empty owner":           func(m map[string]any) { m["owner_user_id"] = "" },
+		"bad origin":            func(m map[string]any) { m["origin"] = "usb_stick" },
+		"bad time":              func(m map[string]any) { m["created_at"] = "yesterday" },
+		"no content":            func(m map[string]any) { m["content"] = map[string]any{} },
+		"both content":          func(m map[string]any) { m["content"] = map[string]any{"inline": "aGk=", "bucket": "KW_STAGING", "object": "o"} },
+		"wrong bucket":          func(m map[string]any) { m["content"] = map[string]any{"bucket": "KW_VAULT", "object": "o"} },
+		"bad base64":            func(m map[string]any) { m["content"] = map[string]any{"inline": "!!!"} },
+		"negative size":         func(m map[string]any) { m["size"] = -1 },
+		"bad sha":               func(m map[string]any) { m["sha256"] = "ABC" },
+		"unknown field":         func(m map[string]any) { m["tenant"] = "acme" },
+		"unknown content field": func(m map[string]any) { m["content"] = map[string]any{"inline": "aGk=", "url": "x"} },
+		"size as string":        func(m map[string]any) { m["size"] = "12" },
+	}
+	sch, _ := compile(t, "asset_created.schema.json")
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := base()
+			mutate(m)
+			raw, _ := json.Marshal(m)
+			if err := sch.Validate(instance(t, raw)); err == nil {
+				t.Errorf("schema accepts %s", raw)
+			}
+			if _, err := events.DecodeAssetCreated(raw); err == nil {
+				t.Errorf("Go accepts %s", raw)
+			}
+		})
+	}
+	// And the base document is accepted by both, so the cases above fail
+	// for their own reason.
+	raw, _ := json.Marshal(base())
+	if err := sch.Validate(instance(t, raw)); err != nil {
+		t.Fatalf("schema rejects the base document: %v", err)
+	}
+	if _, err := events.DecodeAssetCreated(raw); err != nil {
+		t.Fatalf("Go rejects the base document: %v", err)
+	}
+}
