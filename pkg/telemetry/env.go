@@ -182,9 +182,9 @@ func (e *envReader) resolveTraceExport() traceExport {
 
 	// TLS. A nil config resets anything the exporter picked up from the
 	// process environment; it must stay nil for an http:// endpoint.
-	tlsCfg := e.tlsConfig()
+	tlsCfg, tlsVar := e.tlsConfig()
 	if tlsCfg != nil && u != nil && u.Scheme != "https" {
-		e.fail(envErr(envOTLP+"CERTIFICATE", "TLS files are set but the endpoint is %s, not https", u.Scheme))
+		e.fail(envErr(tlsVar, "TLS files need an https:// endpoint, not %s://", u.Scheme))
 		tlsCfg = nil
 	}
 	te.opts = append(te.opts, otlptracehttp.WithTLSClientConfig(tlsCfg))
@@ -238,15 +238,22 @@ func (e *envReader) headers(name, v string) map[string]string {
 }
 
 // tlsConfig builds the client TLS configuration from the certificate
-// variables; nil when none is set.
-func (e *envReader) tlsConfig() *tls.Config {
+// variables; nil when none is set. name is the first variable that is set.
+func (e *envReader) tlsConfig() (cfg *tls.Config, name string) {
 	caName, ca := e.otlpVar("CERTIFICATE")
 	certName, cert := e.otlpVar("CLIENT_CERTIFICATE")
 	keyName, key := e.otlpVar("CLIENT_KEY")
-	if ca == "" && cert == "" && key == "" {
-		return nil
+	switch {
+	case ca != "":
+		name = caName
+	case cert != "":
+		name = certName
+	case key != "":
+		name = keyName
+	default:
+		return nil, ""
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg = &tls.Config{MinVersion: tls.VersionTLS12}
 	if ca != "" {
 		pem, err := os.ReadFile(ca)
 		pool := x509.NewCertPool()
@@ -272,7 +279,7 @@ func (e *envReader) tlsConfig() *tls.Config {
 	case key != "":
 		e.fail(envErr(certName, "must be set with %s", keyName))
 	}
-	return cfg
+	return cfg, name
 }
 
 // sampler resolves OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG; the
