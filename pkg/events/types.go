@@ -203,6 +203,11 @@ func (e *AssetCreated) Validate() error {
 			add(err)
 		} else if strings.HasPrefix(c.Object, ".") || strings.HasSuffix(c.Object, ".") {
 			add(fieldErr("content.object", "starts or ends with '.'", "use the name the object was staged under"))
+		} else if e.TenantID != "" && !strings.HasPrefix(c.Object, e.TenantID+"/") {
+			// A tenant can only hand over its own staged content: without
+			// this, one tenant could have another's plaintext encrypted
+			// under its own key.
+			add(fieldErr("content.object", fmt.Sprintf("%q is not under the tenant's prefix %q", clip(c.Object), e.TenantID+"/"), "stage the object as <tenant_id>/<name>"))
 		}
 	}
 	if e.Size != nil {

@@ -79,8 +79,13 @@ type Record struct {
 	// Size is the plaintext size in bytes.
 	Size           int64 `json:"size"`
 	CiphertextSize int64 `json:"ciphertext_size"`
-	// SHA256 is the plaintext digest.
+	// SHA256 is the digest of the stored ciphertext object. (No plaintext
+	// digest is kept anywhere: for a short chat message it would let anyone
+	// holding the ledger confirm a guess of the content.)
 	SHA256 []byte `json:"sha256,omitempty"`
+	// Coverage says why the asset is (or is not) under the customer key
+	// (tenant.Coverage: "covered", "service_not_selected", ...).
+	Coverage string `json:"coverage,omitempty"`
 	// Reencrypt is true while the asset is stored under the fallback key and
 	// waits to be healed.
 	Reencrypt    bool   `json:"reencrypt,omitempty"`
@@ -190,7 +195,13 @@ func checkIDs(tenantID, assetID string) error {
 	if err := checkID("tenant_id", tenantID); err != nil {
 		return err
 	}
-	return checkID("asset_id", assetID)
+	if err := checkID("asset_id", assetID); err != nil {
+		return err
+	}
+	if n := len(tenantID) + 1 + len(assetID); n > bbolt.MaxKeySize {
+		return invalid("asset_id", "record key would be %d bytes, longer than %d", n, bbolt.MaxKeySize)
+	}
+	return nil
 }
 
 // validate checks what the store relies on; it does not enforce the event
@@ -207,15 +218,15 @@ func (r *Record) validate() error {
 		if err := checkID("key_uri", r.KeyURI); err != nil {
 			return err
 		}
+		if n := len(byModeKey(r.TenantID, r.Mode, r.AssetID)); n > bbolt.MaxKeySize {
+			return invalid("asset_id", "mode index key would be %d bytes, longer than %d", n, bbolt.MaxKeySize)
+		}
 		if n := len(byKeyKey(r.TenantID, r.KeyURI, r.AssetID)); n > bbolt.MaxKeySize {
-			return invalid("key_uri", "index key would be %d bytes, longer than %d", n, bbolt.MaxKeySize)
+			return invalid("key_uri", "key index key would be %d bytes, longer than %d", n, bbolt.MaxKeySize)
 		}
 	case StateRejected:
 		if r.Mode != "" {
 			return invalid("mode", "must be empty when state is rejected, got %q", r.Mode)
-		}
-		if r.RejectReason == "" {
-			return invalid("reject_reason", "must not be empty when state is rejected")
 		}
 		if strings.IndexByte(r.KeyURI, sep) >= 0 {
 			return invalid("key_uri", "must not contain a 0x00 byte")

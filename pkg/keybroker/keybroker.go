@@ -1,0 +1,131 @@
+// Package keybroker is the read path's protocol: a reader asks the key
+// broker (served by the encryptor on keyward.key.unwrap.<tenant>) for the
+// key of ONE asset and gets it sealed with HPKE (RFC 9180, crypto/hpke) to a
+// fresh ephemeral public key of its own, so no key travels in the clear even
+// over an unencrypted NATS connection, and the reader never holds the
+// tenant's seed — only the 44-byte per-asset key (AES-256 key and base
+// nonce) that opens that one ciphertext.
+//
+// The exchange:
+//
+//	reader → broker  UnwrapRequest{tenant_id, asset_id, prefix, recipient_public_key}
+//	broker           ledger lookup; prefix consistent with the ledger; KMS unwrap of
+//	                 the seed (cached); key commitment checked for the asset's identity
+//	broker → reader  UnwrapResponse{suite, sealed_key, key_uri, mode} or {error{code, message}}
+//
+// Authorisation is NATS's: only identities allowed to publish on
+// keyward.key.unwrap.<tenant> (account permissions, deploy/) can ask.
+package keybroker
+
+import (
+	"crypto/ecdh"
+	"crypto/hpke"
+	"errors"
+	"fmt"
+
+	"github.com/keyward/keyward/pkg/envelope/cobblestone"
+)
+
+// Suite names the HPKE ciphersuite of version 1 of the protocol:
+// DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM.
+const Suite = "DHKEM(X25519,HKDF-SHA256)/HKDF-SHA256/AES-256-GCM"
+
+// UnwrapRequest asks for the key of one asset.
+type UnwrapRequest struct {
+	TenantID string `json:"tenant_id"`
+	AssetID  string `json:"asset_id"`
+	// Prefix is the start of the asset's ciphertext: the envelope header
+	// and the payload's salt and commitment (envelope.Prefix).
+	Prefix []byte `json:"prefix"`
+	// RecipientPublicKey is the reader's ephemeral X25519 public key.
+	RecipientPublicKey []byte `json:"recipient_public_key"`
+}
+
+// UnwrapResponse carries the sealed key, or an error.
+type UnwrapResponse struct {
+	Suite string `json:"suite,omitempty"`
+	// SealedKey is HPKE enc ‖ ciphertext of the 44-byte message key.
+	SealedKey []byte `json:"sealed_key,omitempty"`
+	KeyURI    string `json:"key_uri,omitempty"`
+	Mode      string `json:"mode,omitempty"`
+	Error     *Error `json:"error,omitempty"`
+}
+
+// Error codes of the broker.
+const (
+	CodeInvalidRequest = "invalid_request" // malformed request; fix the client
+	CodeTenantMismatch = "tenant_mismatch" // subject and request name different tenants
+	CodeAssetNotFound  = "asset_not_found" // no such asset (or the broker's ledger has not caught up: retry)
+	CodeAssetRejected  = "asset_rejected"  // the asset was never stored
+	CodePrefixMismatch = "prefix_mismatch" // the prefix is not this asset's ciphertext
+	CodeKeyUnavailable = "key_unavailable" // the KMS refused or could not be reached
+	CodeKeyRevoked     = "key_revoked"     // the key is disabled, denied or deleted
+	CodeInternal       = "internal"
+)
+
+// Error is a broker refusal. Messages name the asset and the problem, never
+// key material.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("key broker: %s: %s", e.Code, e.Message) }
+
+// Retryable reports whether asking again later may succeed.
+func (e *Error) Retryable() bool {
+	return e.Code == CodeAssetNotFound || e.Code == CodeKeyUnavailable || e.Code == CodeInternal
+}
+
+// ErrBroker is matched by every *Error.
+var ErrBroker = errors.New("key broker refused")
+
+// Is reports whether target is ErrBroker.
+func (e *Error) Is(target error) bool { return target == ErrBroker }
+
+// info binds a sealed key to the asset it opens.
+func info(tenantID, assetID string) []byte {
+	b := []byte("keyward.dev/keybroker/v1\x00")
+	b = append(b, tenantID...)
+	b = append(b, 0)
+	return append(b, assetID...)
+}
+
+// Seal seals the message key for the recipient (the broker's side).
+func Seal(recipientPublicKey []byte, tenantID, assetID string, key *cobblestone.MessageKey) ([]byte, error) {
+	kem := hpke.DHKEM(ecdh.X25519())
+	pk, err := kem.NewPublicKey(recipientPublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("recipient_public_key is not an X25519 public key: %w", err)
+	}
+	kb := key.Bytes()
+	defer clear(kb)
+	return hpke.Seal(pk, hpke.HKDFSHA256(), hpke.AES256GCM(), info(tenantID, assetID), kb)
+}
+
+// Recipient is a reader's ephemeral HPKE key pair, for one request.
+type Recipient struct {
+	priv hpke.PrivateKey
+}
+
+// NewRecipient generates an ephemeral key pair.
+func NewRecipient() (*Recipient, error) {
+	priv, err := hpke.DHKEM(ecdh.X25519()).GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	return &Recipient{priv: priv}, nil
+}
+
+// PublicKey is what goes in UnwrapRequest.RecipientPublicKey.
+func (r *Recipient) PublicKey() []byte { return r.priv.PublicKey().Bytes() }
+
+// Open unseals a message key for tenantID/assetID.
+func (r *Recipient) Open(sealed []byte, tenantID, assetID string) (*cobblestone.MessageKey, error) {
+	kb, err := hpke.Open(r.priv, hpke.HKDFSHA256(), hpke.AES256GCM(), info(tenantID, assetID), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("key broker: the sealed key does not open for %s/%s: %w", tenantID, assetID, err)
+	}
+	defer clear(kb)
+	return cobblestone.MessageKeyFromBytes(kb)
+}

@@ -1,0 +1,280 @@
+// Package projector keeps a ledger.Store in step with the KW_ASSETS stream,
+// the log of record: every AssetEncrypted and AssetRejected becomes (or
+// updates) a ledger record, one bbolt transaction per fetched batch, with the
+// stream position stored in the same transaction. A worker runs one
+// projector for its own ledger file; a deleted or corrupt ledger is rebuilt
+// by projecting the stream from the start (Rebuild).
+package projector
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/ledger"
+)
+
+// CursorName is the ledger cursor holding the last applied KW_ASSETS
+// sequence.
+const CursorName = "KW_ASSETS"
+
+// Projector applies KW_ASSETS to a ledger.
+type Projector struct {
+	js    jetstream.JetStream
+	store *ledger.Store
+	log   *slog.Logger
+	batch int
+	wait  time.Duration
+
+	once     sync.Once
+	caughtUp chan struct{}
+}
+
+// Option tunes a Projector.
+type Option func(*Projector)
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(p *Projector) { p.log = l } }
+
+// WithBatchSize sets how many events are applied per transaction (default 256).
+func WithBatchSize(n int) Option { return func(p *Projector) { p.batch = n } }
+
+// New returns a projector for store.
+func New(js jetstream.JetStream, store *ledger.Store, opts ...Option) *Projector {
+	p := &Projector{js: js, store: store, log: slog.Default(), batch: 256, wait: time.Second, caughtUp: make(chan struct{})}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+// CaughtUp is closed once the projector has applied everything that was in
+// the stream when it started (readiness for the key broker).
+func (p *Projector) CaughtUp() <-chan struct{} { return p.caughtUp }
+
+func (p *Projector) markCaughtUp() { p.once.Do(func() { close(p.caughtUp) }) }
+
+// Run projects until ctx ends. It resumes from the ledger's cursor, so a
+// restart neither skips nor re-applies events (re-applying is harmless too).
+func (p *Projector) Run(ctx context.Context) error {
+	for {
+		err := p.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Warn("ledger projection interrupted; resuming", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (p *Projector) runOnce(ctx context.Context) error {
+	cursor, err := p.store.Cursor(ctx, CursorName)
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectAssetEncryptedAll, events.SubjectAssetRejectedAll},
+	}
+	if cursor > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = cursor + 1
+	}
+	cons, err := p.js.OrderedConsumer(ctx, events.StreamAssets, cfg)
+	if err != nil {
+		return fmt.Errorf("projector: consumer on %s: %w", events.StreamAssets, err)
+	}
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(p.batch, jetstream.FetchMaxWait(p.wait))
+		if err != nil {
+			return fmt.Errorf("projector: fetch: %w", err)
+		}
+		var batch []jetstream.Msg
+		for m := range msgs.Messages() {
+			batch = append(batch, m)
+		}
+		if err := msgs.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("projector: fetch: %w", err)
+		}
+		if len(batch) == 0 {
+			p.markCaughtUp()
+			continue
+		}
+		pending, err := p.apply(ctx, batch)
+		if err != nil {
+			return err
+		}
+		if pending == 0 {
+			p.markCaughtUp()
+		}
+	}
+	return ctx.Err()
+}
+
+// apply turns a batch into one ledger transaction. It returns the number of
+// messages still pending after the batch.
+func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, error) {
+	var (
+		recs    []ledger.Record
+		lastSeq uint64
+		pending uint64
+		index   = map[string]int{} // tenant/asset → position in recs
+	)
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			return 0, err
+		}
+		lastSeq, pending = md.Sequence.Stream, md.NumPending
+		rec, ok := p.recordFor(ctx, m, md.Sequence.Stream, recs, index)
+		if !ok {
+			continue
+		}
+		k := rec.TenantID + "/" + rec.AssetID
+		if i, seen := index[k]; seen {
+			recs[i] = rec
+		} else {
+			index[k] = len(recs)
+			recs = append(recs, rec)
+		}
+	}
+	err := p.store.Apply(ctx, ledger.Batch{Records: recs, Cursors: map[string]uint64{CursorName: lastSeq}})
+	if err != nil {
+		return 0, fmt.Errorf("projector: applying %d records up to sequence %d: %w", len(recs), lastSeq, err)
+	}
+	return pending, nil
+}
+
+// recordFor maps one event onto the record it produces, given the current
+// record (from this batch or the ledger). An encrypted asset is never turned
+// back into a rejected one: asset ids are identities and ciphertexts are
+// immutable.
+func (p *Projector) recordFor(ctx context.Context, m jetstream.Msg, seq uint64, recs []ledger.Record, index map[string]int) (ledger.Record, bool) {
+	switch m.Headers().Get(events.HeaderCEType) {
+	case events.TypeAssetEncrypted:
+		e, err := events.DecodeAssetEncrypted(m.Data())
+		if err != nil {
+			p.log.Error("skipping undecodable AssetEncrypted in the log of record", "seq", seq, "error", err)
+			return ledger.Record{}, false
+		}
+		return FromEncrypted(e, seq), true
+	case events.TypeAssetRejected:
+		e, err := events.DecodeAssetRejected(m.Data())
+		if err != nil {
+			p.log.Error("skipping undecodable AssetRejected in the log of record", "seq", seq, "error", err)
+			return ledger.Record{}, false
+		}
+		var cur ledger.Record
+		var found bool
+		if i, ok := index[e.TenantID+"/"+e.AssetID]; ok {
+			cur, found = recs[i], true
+		} else if r, err := p.store.Get(ctx, e.TenantID, e.AssetID); err == nil {
+			cur, found = r, true
+		}
+		if found && cur.State == ledger.StateEncrypted {
+			return ledger.Record{}, false
+		}
+		return FromRejected(e, seq), true
+	}
+	return ledger.Record{}, false
+}
+
+// FromEncrypted is the ledger record of an AssetEncrypted event stored at
+// stream sequence seq (0 if not yet published).
+func FromEncrypted(e *events.AssetEncrypted, seq uint64) ledger.Record {
+	ctSum, _ := hex.DecodeString(e.CiphertextSHA256)
+	hdrSum, _ := hex.DecodeString(e.HeaderSHA256)
+	return ledger.Record{
+		TenantID:       e.TenantID,
+		AssetID:        e.AssetID,
+		Service:        e.Service,
+		State:          ledger.StateEncrypted,
+		Mode:           ledger.Mode(e.Mode),
+		KeyURI:         e.KeyURI,
+		KeyVersion:     e.KeyVersion,
+		WrappedSeed:    e.WrappedSeed,
+		HeaderSHA256:   hdrSum,
+		Bucket:         e.Location.Bucket,
+		Object:         e.Location.Object,
+		Size:           e.Size,
+		CiphertextSize: e.CiphertextSize,
+		SHA256:         ctSum,
+		Coverage:       e.Coverage,
+		Reencrypt:      e.PendingReencryption,
+		EventID:        e.SourceEventID,
+		StreamSeq:      seq,
+		EncryptedAt:    e.EncryptedAt,
+	}
+}
+
+// FromRejected is the ledger record of an AssetRejected event.
+func FromRejected(e *events.AssetRejected, seq uint64) ledger.Record {
+	return ledger.Record{
+		TenantID:     e.TenantID,
+		AssetID:      e.AssetID,
+		Service:      e.Service,
+		State:        ledger.StateRejected,
+		RejectReason: string(e.Reason),
+		RejectDetail: e.Detail,
+		EventID:      e.SourceEventID,
+		StreamSeq:    seq,
+		EncryptedAt:  e.RejectedAt,
+	}
+}
+
+// ToEncrypted rebuilds the AssetEncrypted event of an encrypted record.
+func ToEncrypted(r ledger.Record) *events.AssetEncrypted {
+	return &events.AssetEncrypted{
+		TenantID:            r.TenantID,
+		AssetID:             r.AssetID,
+		Service:             r.Service,
+		Mode:                events.Mode(r.Mode),
+		Coverage:            r.Coverage,
+		KeyURI:              r.KeyURI,
+		KeyVersion:          r.KeyVersion,
+		WrappedSeed:         r.WrappedSeed,
+		Location:            events.Location{Bucket: r.Bucket, Object: r.Object},
+		Size:                r.Size,
+		CiphertextSize:      r.CiphertextSize,
+		CiphertextSHA256:    hex.EncodeToString(r.SHA256),
+		HeaderSHA256:        hex.EncodeToString(r.HeaderSHA256),
+		PendingReencryption: r.Reencrypt,
+		SourceEventID:       r.EventID,
+		EncryptedAt:         r.EncryptedAt,
+	}
+}
+
+// Rebuild empties store and projects KW_ASSETS from the start until it has
+// caught up. It is what `keyward ledger rebuild` and a worker whose ledger
+// was lost run.
+func Rebuild(ctx context.Context, js jetstream.JetStream, store *ledger.Store, opts ...Option) error {
+	if err := store.Reset(ctx); err != nil {
+		return err
+	}
+	p := New(js, store, opts...)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(runCtx) }()
+	select {
+	case <-p.CaughtUp():
+		cancel()
+		<-errc
+		return nil
+	case err := <-errc:
+		if err == nil {
+			err = ctx.Err()
+		}
+		return err
+	}
+}
