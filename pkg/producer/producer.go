@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/vault"
@@ -80,8 +81,10 @@ type Pending struct {
 
 // Put stages r (size bytes; -1 if unknown, which forces staging) and
 // publishes AssetCreated. Call Wait on the result for the outcome, or Close
-// to stop listening. The event's Nats-Msg-Id is "created.<tenant>.<asset>",
-// so retrying a Put is idempotent within the ingest duplicate window.
+// to stop listening. Each Put is one event with its own Nats-Msg-Id
+// ("created.<tenant>.<asset>.<unique>"): the publish itself is deduplicated
+// by JetStream, and the asset id makes a second Put of an encrypted asset a
+// no-op whose outcome is the first one.
 func (p *Producer) Put(ctx context.Context, a Asset, r io.Reader, size int64) (*Pending, error) {
 	if a.Origin == "" {
 		a.Origin = events.OriginCloud
@@ -127,7 +130,7 @@ func (p *Producer) Put(ctx context.Context, a Asset, r io.Reader, size int64) (*
 	}
 	out := events.Outgoing{
 		Subject: events.SubjectAssetCreated(ev.TenantID),
-		MsgID:   events.MsgID("created", ev.TenantID, ev.AssetID),
+		MsgID:   events.MsgID("created", ev.TenantID, ev.AssetID) + "." + nuid.Next(),
 		Type:    events.TypeAssetCreated,
 		Event:   ev,
 		Header:  nats.Header{events.HeaderNotify: []string{inbox}},

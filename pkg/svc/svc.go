@@ -1,0 +1,134 @@
+package svc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/telemetry"
+)
+
+// Common holds the settings every worker has.
+type Common struct {
+	NATSURL   string
+	NATSCreds string
+	HTTPAddr  string
+	LogLevel  string
+	DataDir   string
+	Replicas  int
+}
+
+// Register defines the common flags on f.
+func (c *Common) Register(f *Flags, service string) {
+	f.String(&c.NATSURL, "nats-url", "NATS_URL", nats.DefaultURL, "NATS server URL(s), comma separated")
+	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file")
+	f.String(&c.HTTPAddr, "http-addr", "KEYWARD_HTTP_ADDR", "127.0.0.1:9464", "address of /healthz, /readyz and /metrics (empty disables)")
+	f.String(&c.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "debug, info, warn or error")
+	f.String(&c.DataDir, "data-dir", "KEYWARD_DATA_DIR", ".keyward/"+service, "directory of this instance's ledger")
+	f.Int(&c.Replicas, "replicas", "KEYWARD_REPLICAS", 1, "replicas of streams and buckets when provisioning (3 in production)")
+}
+
+// Connect opens a NATS connection that reconnects forever and logs its
+// state changes, and a JetStream context on it.
+func Connect(c Common, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	nc, err := nats.Connect(c.NATSURL, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", c.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// WaitProvisioned provisions Keyward's streams and buckets, retrying while
+// NATS is not reachable yet, until ctx ends.
+func WaitProvisioned(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
+	delay := 250 * time.Millisecond
+	for {
+		err := events.Provision(ctx, js, events.ProvisionOptions{Replicas: replicas})
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("provisioning failed; retrying", "error", err, "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// Observability sets up logging, OpenTelemetry and the health server.
+type Observability struct {
+	Log       *slog.Logger
+	Telemetry *telemetry.Telemetry
+}
+
+// Observe builds the logger and telemetry of a service.
+func Observe(ctx context.Context, service, version, level string, getenv func(string) string, stderr io.Writer) (*Observability, error) {
+	lvl, err := telemetry.ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "keyward-" + service, ServiceVersion: version, Getenv: getenv})
+	if err != nil {
+		return nil, err
+	}
+	log := telemetry.NewLogger(stderr, telemetry.LogOptions{Service: tel.ServiceName(), Version: version, Level: lvl})
+	return &Observability{Log: log, Telemetry: tel}, nil
+}
+
+// Serve runs the health server on addr until ctx ends (addr "" disables).
+func (o *Observability) Serve(ctx context.Context, addr string) {
+	go func() {
+		if err := o.Telemetry.ListenAndServe(ctx, addr); err != nil {
+			o.Log.Error("health server failed", "addr", addr, "error", err)
+		}
+	}()
+}
+
+// Shutdown flushes telemetry.
+func (o *Observability) Shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = o.Telemetry.Shutdown(ctx)
+}
+
+// Getenv is os.Getenv, for main functions.
+var Getenv = os.Getenv
+
+// ErrUsage marks command-line errors (exit status 2).
+var ErrUsage = errors.New("usage")
+
+// Version is set at build time with -ldflags "-X github.com/keyward/keyward/pkg/svc.Version=...".
+var Version = "dev"

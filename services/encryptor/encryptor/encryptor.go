@@ -1,0 +1,258 @@
+// Package encryptor is the encryptor worker: it consumes AssetCreated events
+// from KW_INGEST, decides per asset which key protects it (tenant policy,
+// key status), encrypts the staged or inline plaintext into KW_VAULT as an
+// envelope (pkg/envelope), records the outcome in its bbolt ledger,
+// publishes AssetEncrypted or AssetRejected to KW_ASSETS, deletes the staging
+// copy and acknowledges. It also serves the key broker (package broker).
+//
+// Every step is idempotent with the asset id as identity, so a redelivered or
+// replayed event changes nothing and produces no second ciphertext; a crash
+// at any line loses nothing (docs/design.md walks through each crash point).
+//
+// Telemetry: keyward_encryptor_assets_total{outcome,mode,reason},
+// keyward_encryptor_batch_seconds, spans per message (process
+// keyward.asset.created.{tenant}) with the producer's trace as parent.
+package encryptor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/keystatus"
+	"github.com/keyward/keyward/pkg/ledger/projector"
+	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/vault"
+	"github.com/keyward/keyward/services/encryptor/broker"
+)
+
+// Worker is one encryptor instance.
+type Worker struct {
+	d   Deps
+	o   Options
+	log *slog.Logger
+
+	staging   *vault.Store
+	vault     *vault.Store
+	tenants   *tenant.Cache
+	keys      *keystatus.Cache
+	projector *projector.Projector
+	broker    *broker.Server
+	publisher *events.Publisher
+	settler   *events.Settler
+	tracer    trace.Tracer
+	metrics   *metrics
+
+	consumerReady chan struct{}
+}
+
+// New wires a worker: it binds the buckets, starts the tenant and key-status
+// watches and the ledger projection, and declares the durable consumer. It
+// does not consume until Run.
+func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
+	o.setDefaults()
+	if err := o.validate(d); err != nil {
+		return nil, err
+	}
+	w := &Worker{d: d, o: o, log: o.Logger.With("worker", o.Name), consumerReady: make(chan struct{})}
+	var err error
+	if w.staging, err = vault.Open(ctx, d.JS, events.BucketStaging); err != nil {
+		return nil, err
+	}
+	if w.vault, err = vault.Open(ctx, d.JS, events.BucketVault); err != nil {
+		return nil, err
+	}
+	tkv, err := d.JS.KeyValue(ctx, events.BucketTenants)
+	if err != nil {
+		return nil, fmt.Errorf("encryptor: tenants bucket: %w", err)
+	}
+	if w.tenants, err = tenant.NewCache(ctx, tkv, tenant.WithLogger(w.log), tenant.WithValidateOptions(o.TenantValidation...)); err != nil {
+		return nil, err
+	}
+	skv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
+	if err != nil {
+		return nil, fmt.Errorf("encryptor: key status bucket: %w", err)
+	}
+	if w.keys, err = keystatus.NewCache(ctx, skv, w.log); err != nil {
+		return nil, err
+	}
+	// A key whose status changes must not keep encrypting from cached seeds.
+	w.keys.OnChange(w.flushKey)
+	w.projector = projector.New(d.JS, d.Ledger, projector.WithLogger(w.log))
+	if w.broker, err = broker.New(d.NC, d.Ledger, d.Seeds, broker.Options{Logger: w.log, MeterProvider: o.MeterProvider}); err != nil {
+		return nil, err
+	}
+	w.publisher = events.NewPublisher(d.JS, o.Name)
+	w.settler = &events.Settler{
+		DLQ:        events.NewDeadLetterer(d.JS, o.Name),
+		MaxDeliver: o.MaxDeliver,
+		Backoff:    events.ExponentialBackoff(time.Second, 2*time.Minute),
+		Logger:     w.log,
+	}
+	mp := o.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if w.metrics, err = newMetrics(mp.Meter("github.com/keyward/keyward/services/encryptor")); err != nil {
+		return nil, err
+	}
+	w.tracer = otel.Tracer("github.com/keyward/keyward/services/encryptor")
+	return w, nil
+}
+
+// ConsumerConfig is the encryptor's durable consumer on KW_INGEST.
+func ConsumerConfig(o Options) jetstream.ConsumerConfig {
+	o.setDefaults()
+	return jetstream.ConsumerConfig{
+		Durable:       events.ConsumerEncryptor,
+		Description:   "Keyward encryptor: AssetCreated → AssetEncrypted | AssetRejected",
+		FilterSubject: events.SubjectAssetCreatedAll,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		// BackOff applies when an ack is never sent (a crashed worker);
+		// transient failures are nak'ed with their own delay by the Settler.
+		BackOff:       []time.Duration{o.AckWait, 2 * o.AckWait, 5 * o.AckWait},
+		MaxAckPending: 16 * o.BatchSize,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Ready reports nil once the worker can serve: tenant and key-status caches
+// loaded, ledger caught up with KW_ASSETS, consumer declared.
+func (w *Worker) Ready() error {
+	for name, ch := range map[string]<-chan struct{}{
+		"tenant cache":      w.tenants.Ready(),
+		"key status cache":  w.keys.Ready(),
+		"ledger projection": w.projector.CaughtUp(),
+		"consumer":          w.consumerReady,
+	} {
+		select {
+		case <-ch:
+		default:
+			return fmt.Errorf("%s not ready", name)
+		}
+	}
+	return nil
+}
+
+// Run consumes until ctx ends, then drains: the batch in progress finishes
+// and is settled, the broker answers what it received, and Run returns.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.tenants.Stop()
+	defer w.keys.Stop()
+
+	projCtx, stopProjector := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = w.projector.Run(projCtx) }()
+	defer func() { stopProjector(); wg.Wait() }()
+
+	// Decide nothing before knowing every tenant, key status and asset
+	// already recorded: a replayed event must be recognised as a duplicate.
+	for _, ch := range []<-chan struct{}{w.tenants.Ready(), w.keys.Ready(), w.projector.CaughtUp()} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	if err := w.broker.Start(); err != nil {
+		return err
+	}
+	defer w.broker.Stop()
+
+	cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamIngest, ConsumerConfig(w.o))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("encryptor: declaring consumer %s: %w", events.ConsumerEncryptor, err)
+	}
+	close(w.consumerReady)
+	w.log.Info("encryptor running", "consumer", events.ConsumerEncryptor, "batch", w.o.BatchSize, "concurrency", w.o.Concurrency)
+	return w.consume(ctx, cons)
+}
+
+// consume pulls messages continuously and hands them over in batches: a
+// batch is whatever has arrived, up to BatchSize, so a lone asset is
+// processed at once and a burst is committed together.
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * w.o.BatchSize))
+	if err != nil {
+		return fmt.Errorf("encryptor: consuming: %w", err)
+	}
+	msgs := make(chan jetstream.Msg, w.o.BatchSize)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := iter.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					w.log.Error("message iterator failed", "error", err)
+				}
+				return
+			}
+			msgs <- m
+		}
+	}()
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			iter.Drain()
+		case <-stopped:
+		}
+	}()
+	defer close(stopped)
+	defer iter.Stop()
+
+	for {
+		first, ok := <-msgs
+		if !ok {
+			return nil
+		}
+		batch := []jetstream.Msg{first}
+	fill:
+		for len(batch) < w.o.BatchSize {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		// A batch is finished even while shutting down: its work is done
+		// or cheap to settle; ctx only stops new batches.
+		w.processBatch(context.WithoutCancel(ctx), batch)
+	}
+}
+
+func (w *Worker) flushKey(r keystatus.Record) {
+	key, err := parseKey(r.KeyURI)
+	if err != nil {
+		return
+	}
+	w.d.Seeds.FlushKey(key)
+	w.log.Info("key status changed; cached seeds flushed", "tenant_id", r.TenantID, "key_uri", r.KeyURI, "status", r.Status)
+}
+
+// Tenant returns the worker's current view of a tenant's configuration
+// (from its watch of KW_TENANTS).
+func (w *Worker) Tenant(id string) (*tenant.Config, bool) { return w.tenants.Get(id) }
+
+// KeyStatus returns the worker's current view of a key's status.
+func (w *Worker) KeyStatus(tenantID, keyURI string) events.KeyStatus {
+	return w.keys.Status(tenantID, keyURI)
+}

@@ -1,0 +1,174 @@
+package encryptor
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/keyward/keyward/pkg/kms"
+	"github.com/keyward/keyward/pkg/kms/localkms"
+	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/svc"
+	"github.com/keyward/keyward/pkg/tenant"
+)
+
+// Config is the encryptor process's configuration: flags with environment
+// fallbacks.
+type Config struct {
+	svc.Common
+	PlatformKey      string
+	FallbackKey      string
+	LocalKMSDir      string
+	AllowLocalKeys   bool
+	KMSTimeout       time.Duration
+	BatchSize        int
+	Concurrency      int
+	MaxInlineBytes   int64
+	MaxAssetBytes    int64
+	MaxDeliver       int
+	AckWait          time.Duration
+	Failpoint        string
+	ShutdownDeadline time.Duration
+}
+
+// ParseConfig reads flags and environment.
+func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	var c Config
+	f := svc.NewFlags("encryptor", getenv, out)
+	c.Common.Register(f, "encryptor")
+	f.String(&c.PlatformKey, "platform-key", "KEYWARD_PLATFORM_KEY", "", "key URI of the platform key (assets not covered by a customer key)")
+	f.String(&c.FallbackKey, "fallback-key", "KEYWARD_FALLBACK_KEY", "", "key URI of the platform fallback key (covered assets while the customer key is unreachable)")
+	f.String(&c.LocalKMSDir, "localkms-dir", "KEYWARD_LOCALKMS_DIR", "", "base directory of relative localkms:// key paths")
+	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
+	f.Duration(&c.KMSTimeout, "kms-timeout", "KEYWARD_KMS_TIMEOUT", kms.DefaultCallTimeout, "bound of one KMS call")
+	f.Int(&c.BatchSize, "batch-size", "KEYWARD_BATCH_SIZE", DefaultBatchSize, "messages committed together (one ledger transaction)")
+	f.Int(&c.Concurrency, "concurrency", "KEYWARD_CONCURRENCY", 0, "assets processed at once (0: 4 × cores)")
+	f.Size(&c.MaxInlineBytes, "max-inline", "KEYWARD_MAX_INLINE", DefaultMaxInlineBytes, "largest inline content accepted")
+	f.Size(&c.MaxAssetBytes, "max-asset", "KEYWARD_MAX_ASSET", DefaultMaxAssetBytes, "largest staged asset accepted")
+	f.Int(&c.MaxDeliver, "max-deliver", "KEYWARD_MAX_DELIVER", DefaultMaxDeliver, "deliveries of a transiently failing message before it is dead-lettered")
+	f.Duration(&c.AckWait, "ack-wait", "KEYWARD_ACK_WAIT", DefaultAckWait, "redelivery timeout of an unacknowledged message")
+	f.Duration(&c.ShutdownDeadline, "shutdown-deadline", "KEYWARD_SHUTDOWN_DEADLINE", 30*time.Second, "how long a SIGTERM drain may take")
+	f.String(&c.Failpoint, "failpoint", "KEYWARD_FAILPOINT", "", "testing aid: kill the process (SIGKILL) at this point of the commit protocol (stored, recorded, published, cleaned)")
+	if err := f.Parse(args); err != nil {
+		return nil, err
+	}
+	var errs []error
+	if c.PlatformKey == "" {
+		errs = append(errs, errors.New("KEYWARD_PLATFORM_KEY (-platform-key) is required: the key URI of the platform key, e.g. localkms:///var/lib/keyward/platform.key"))
+	}
+	if c.FallbackKey == "" {
+		errs = append(errs, errors.New("KEYWARD_FALLBACK_KEY (-fallback-key) is required: the key URI of the fallback key"))
+	}
+	switch c.Failpoint {
+	case "", FailpointStored, FailpointRecorded, FailpointPublished, FailpointCleaned:
+	default:
+		errs = append(errs, fmt.Errorf("KEYWARD_FAILPOINT=%q: want one of stored, recorded, published, cleaned", c.Failpoint))
+	}
+	return &c, errors.Join(errs...)
+}
+
+// Main runs the encryptor process until ctx ends (SIGTERM), then drains.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := ParseConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", svc.ErrUsage, err)
+	}
+	obs, err := svc.Observe(ctx, "encryptor", svc.Version, cfg.LogLevel, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	defer obs.Shutdown()
+	log := obs.Log
+
+	platform, err := kms.ParseKeyURI(cfg.PlatformKey)
+	if err != nil {
+		return fmt.Errorf("KEYWARD_PLATFORM_KEY: %w", err)
+	}
+	fallback, err := kms.ParseKeyURI(cfg.FallbackKey)
+	if err != nil {
+		return fmt.Errorf("KEYWARD_FALLBACK_KEY: %w", err)
+	}
+	client := NewKMSClient(cfg.LocalKMSDir, cfg.KMSTimeout, obs.Telemetry.MeterProvider())
+	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(obs.Telemetry.MeterProvider()))
+	defer seeds.Flush()
+
+	store, err := ledger.Open(filepath.Join(cfg.DataDir, "ledger.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	nc, js, err := svc.Connect(cfg.Common, "keyward-encryptor", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHealth()
+	obs.Serve(healthCtx, cfg.HTTPAddr)
+	if err := svc.WaitProvisioned(ctx, js, cfg.Replicas, log); err != nil {
+		return nil // interrupted before start
+	}
+
+	opts := Options{
+		PlatformKey: platform, FallbackKey: fallback,
+		BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency,
+		MaxInlineBytes: cfg.MaxInlineBytes, MaxAssetBytes: cfg.MaxAssetBytes,
+		MaxDeliver: cfg.MaxDeliver, AckWait: cfg.AckWait,
+		Logger: log, MeterProvider: obs.Telemetry.MeterProvider(),
+	}
+	if cfg.AllowLocalKeys {
+		opts.TenantValidation = []tenant.ValidateOption{tenant.AllowLocalKeys(true)}
+	}
+	if cfg.Failpoint != "" {
+		point := cfg.Failpoint
+		log.Warn("failpoint armed: the process will kill itself", "failpoint", point)
+		opts.Failpoint = func(p string) {
+			if p == point {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
+	}
+	w, err := New(ctx, Deps{NC: nc, JS: js, KMS: client, Seeds: seeds, Ledger: store}, opts)
+	if err != nil {
+		return err
+	}
+	obs.Telemetry.AddReadyCheck("encryptor", func(context.Context) error { return w.Ready() })
+	obs.Telemetry.AddReadyCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	})
+	fmt.Fprintf(stdout, "keyward encryptor %s: consuming %s, ledger %s\n", svc.Version, cfg.NATSURL, store.Path())
+	runErr := w.Run(ctx)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownDeadline)
+	defer cancel()
+	if err := nc.FlushWithContext(drainCtx); err != nil && runErr == nil {
+		log.Warn("flushing NATS at shutdown", "error", err)
+	}
+	log.Info("encryptor stopped")
+	return runErr
+}
+
+// NewKMSClient registers every KMS provider this build has. Providers are
+// registered here, explicitly, never by init().
+func NewKMSClient(localDir string, timeout time.Duration, mp metric.MeterProvider) *kms.Client {
+	return kms.NewClient(
+		kms.WithProvider(kms.SchemeLocal, localkms.New(localkms.WithBaseDir(localDir))),
+		kms.WithCallTimeout(timeout),
+		kms.WithMeterProvider(mp),
+	)
+}

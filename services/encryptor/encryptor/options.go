@@ -1,0 +1,142 @@
+package encryptor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/keyward/keyward/pkg/kms"
+	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/tenant"
+)
+
+// Defaults of the encryptor. docs/operations.md explains each.
+const (
+	DefaultBatchSize      = 64
+	DefaultMaxInlineBytes = 256 << 10
+	DefaultMaxAssetBytes  = 64 << 30
+	DefaultMaxDeliver     = 10
+	DefaultAckWait        = 60 * time.Second
+	// smallAsset is the size up to which an asset is encrypted in memory
+	// before it is stored, instead of streamed through a pipe.
+	smallAsset = 1 << 20
+)
+
+// Deps are the connections and stores a Worker uses. The caller owns them
+// (opens and closes them), so `keyward dev` can share one NATS connection.
+type Deps struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	KMS    *kms.Client
+	Seeds  *kms.SeedCache
+	Ledger *ledger.Store
+}
+
+// Options tune a Worker.
+type Options struct {
+	// PlatformKey encrypts assets that are not covered by a customer key.
+	PlatformKey kms.KeyURI
+	// FallbackKey encrypts covered assets while the customer key is
+	// unreachable and the tenant allows fallback.
+	FallbackKey kms.KeyURI
+	// BatchSize is how many messages are fetched and committed together
+	// (one ledger transaction, one wait for publish acks).
+	BatchSize int
+	// Concurrency is how many assets of a batch are processed at once.
+	Concurrency int
+	// ChunkConcurrency seals the chunks of one large asset on this many
+	// cores (cobblestone.WithConcurrency).
+	ChunkConcurrency int
+	// MaxInlineBytes bounds inline content (decoded).
+	MaxInlineBytes int64
+	// MaxAssetBytes bounds staged content.
+	MaxAssetBytes int64
+	// MaxDeliver bounds deliveries of a message that keeps failing
+	// transiently; then it is dead-lettered.
+	MaxDeliver int
+	// AckWait is how long a delivered message may stay unacknowledged
+	// before JetStream redelivers it; long assets send progress to extend it.
+	AckWait time.Duration
+	// TenantValidation is passed to the tenant cache (tenant.AllowLocalKeys
+	// in dev mode).
+	TenantValidation []tenant.ValidateOption
+	// Name names the worker in dead letters and ce-source (default "encryptor").
+	Name string
+
+	// Failpoint, if set, is called at each named point of the commit
+	// protocol (FailpointStored, FailpointRecorded, FailpointPublished,
+	// FailpointCleaned). Crash tests kill the process there; see
+	// KEYWARD_FAILPOINT in docs/operations.md. Nil in production.
+	Failpoint func(point string)
+
+	Logger        *slog.Logger
+	MeterProvider metric.MeterProvider
+}
+
+// Failpoints: the moments of the commit protocol at which a crash must lose
+// nothing and double nothing.
+const (
+	FailpointStored    = "stored"    // ciphertext in the vault, nothing recorded
+	FailpointRecorded  = "recorded"  // ledger committed, outcome not published
+	FailpointPublished = "published" // outcome published, staging not deleted, not acked
+	FailpointCleaned   = "cleaned"   // staging deleted, not acked
+)
+
+func (o *Options) failpoint(point string) {
+	if o.Failpoint != nil {
+		o.Failpoint(point)
+	}
+}
+
+func (o *Options) setDefaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = DefaultBatchSize
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4 * runtime.GOMAXPROCS(0)
+	}
+	if o.ChunkConcurrency <= 0 {
+		o.ChunkConcurrency = runtime.GOMAXPROCS(0)
+	}
+	if o.MaxInlineBytes <= 0 {
+		o.MaxInlineBytes = DefaultMaxInlineBytes
+	}
+	if o.MaxAssetBytes <= 0 {
+		o.MaxAssetBytes = DefaultMaxAssetBytes
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = DefaultMaxDeliver
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = DefaultAckWait
+	}
+	if o.Name == "" {
+		o.Name = "encryptor"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+func (o *Options) validate(d Deps) error {
+	var errs []error
+	if d.NC == nil || d.JS == nil || d.KMS == nil || d.Seeds == nil || d.Ledger == nil {
+		errs = append(errs, errors.New("encryptor: Deps needs NC, JS, KMS, Seeds and Ledger"))
+	}
+	if o.PlatformKey.IsZero() {
+		errs = append(errs, errors.New("encryptor: a platform key is required (KEYWARD_PLATFORM_KEY)"))
+	}
+	if o.FallbackKey.IsZero() {
+		errs = append(errs, errors.New("encryptor: a fallback key is required (KEYWARD_FALLBACK_KEY)"))
+	}
+	if o.MaxInlineBytes > 700<<10 {
+		errs = append(errs, fmt.Errorf("encryptor: max inline bytes %d does not fit a 1 MiB message once base64-encoded; at most %d", o.MaxInlineBytes, 700<<10))
+	}
+	return errors.Join(errs...)
+}
