@@ -51,6 +51,14 @@ type stack struct {
 
 func newStack(t testing.TB, opts ...func(*encryptor.Options)) *stack {
 	t.Helper()
+	s := newStackNoWorker(t, opts...)
+	s.start()
+	return s
+}
+
+// newStackNoWorker prepares everything but does not start a worker.
+func newStackNoWorker(t testing.TB, opts ...func(*encryptor.Options)) *stack {
+	t.Helper()
 	s := &stack{t: t, env: natstest.Start(t), dir: t.TempDir()}
 	s.keysDir = filepath.Join(s.dir, "keys")
 	s.platform = s.localKey("platform.key")
@@ -80,7 +88,6 @@ func newStack(t testing.TB, opts ...func(*encryptor.Options)) *stack {
 		t.Fatal(err)
 	}
 	s.broker = keybroker.NewClient(s.env.NC)
-	s.start()
 	return s
 }
 
@@ -161,6 +168,9 @@ func (s *stack) apply(cfg *tenant.Config) {
 	stored, err := s.tenants.Apply(context.Background(), cfg)
 	if err != nil {
 		s.t.Fatal(err)
+	}
+	if s.worker == nil {
+		return
 	}
 	s.eventually("the worker to see tenant "+cfg.TenantID, func() bool {
 		c, ok := s.worker.Tenant(cfg.TenantID)

@@ -1,0 +1,157 @@
+package tenant
+
+import (
+	"slices"
+	"time"
+)
+
+// DefaultServices is the platform's default service catalog: the data types
+// a tenant can select for customer-managed keys. A platform with other
+// services passes its own list with WithServiceCatalog.
+var DefaultServices = []string{
+	"cloud_recording",
+	"meeting_chat",
+	"team_chat",
+	"phone_recording",
+	"phone_voicemail",
+	"whiteboard",
+}
+
+// All is the wildcard entry of Services and LicensedUsers: every service the
+// platform offers, every user of the tenant. It is never mixed with names.
+const All = "*"
+
+// MaxKeys bounds the keys a tenant can enroll (a primary, its replicas and
+// the keys being retired).
+const MaxKeys = 16
+
+// Config is a tenant's customer-managed-key configuration: the document
+// `keyward tenant apply -f tenant.json` takes and the value stored in KV
+// bucket KW_TENANTS under the tenant id. Field names are stable.
+//
+// A *Config handed out by a Cache is shared: treat it as read-only and Clone
+// it before changing anything.
+type Config struct {
+	TenantID    string `json:"tenant_id"`
+	DisplayName string `json:"display_name,omitempty"`
+	// Keys are the enrolled customer keys; exactly one is the primary when
+	// any are enrolled.
+	Keys []Key `json:"keys,omitempty"`
+	// Services are the covered services; ["*"] covers every service the
+	// platform offers; empty covers none.
+	Services []string `json:"services,omitempty"`
+	// LicensedUsers are the covered users (owner user ids); ["*"] covers
+	// every user; empty covers none.
+	LicensedUsers []string `json:"licensed_users,omitempty"`
+	// Recipients are the email addresses told of every key status change.
+	Recipients []string `json:"recipients,omitempty"`
+	// Fallback: use the platform fallback key while the customer key is
+	// unreachable (the asset is re-encrypted when the key returns) instead
+	// of refusing to store the asset.
+	Fallback bool          `json:"fallback_enabled"`
+	Phone    PhoneSettings `json:"phone"`
+	// UpdatedAt is set by the Store on every write.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// Revision is the KV revision the document was read at (0: not read
+	// from the store). It is not part of the document.
+	Revision uint64 `json:"-"`
+}
+
+// PhoneSettings are the tenant's choices for live phone calls.
+type PhoneSettings struct {
+	// DropCalls: when a covered call cannot be recorded (customer key
+	// unreachable and no fallback, or revoked), drop the call instead of
+	// continuing it without a recording.
+	DropCalls bool `json:"drop_calls"`
+}
+
+// KeyRole says what an enrolled key is used for.
+type KeyRole string
+
+const (
+	// RolePrimary encrypts new assets. Exactly one key is the primary when
+	// any key is enrolled.
+	RolePrimary KeyRole = "primary"
+	// RoleReplica is the same key material on another endpoint (e.g. an AWS
+	// multi-region replica), used while the primary's endpoint is down.
+	RoleReplica KeyRole = "replica"
+	// RoleRetiring still decrypts while its assets are rewrapped to the
+	// primary.
+	RoleRetiring KeyRole = "retiring"
+)
+
+// Valid reports whether r is a defined role.
+func (r KeyRole) Valid() bool { return r == RolePrimary || r == RoleReplica || r == RoleRetiring }
+
+// Key is one enrolled customer key.
+type Key struct {
+	// URI names the key in canonical form (kms.KeyURI.String), e.g.
+	// awskms://arn:aws:kms:eu-west-2:111122223333:key/<id>.
+	URI  string  `json:"uri"`
+	Role KeyRole `json:"role"`
+	// EnrolledAt is when the key was enrolled. Assets created before the
+	// earliest EnrolledAt of a tenant stay on the platform key.
+	EnrolledAt time.Time `json:"enrolled_at"`
+}
+
+// PrimaryKey returns the key that encrypts new assets, and false when no
+// key is the primary (the tenant is not enrolled).
+func (c *Config) PrimaryKey() (Key, bool) {
+	if c == nil {
+		return Key{}, false
+	}
+	for _, k := range c.Keys {
+		if k.Role == RolePrimary {
+			return k, true
+		}
+	}
+	return Key{}, false
+}
+
+// Enrolled reports whether the tenant has a primary key.
+func (c *Config) Enrolled() bool {
+	_, ok := c.PrimaryKey()
+	return ok
+}
+
+// CoveredSince is the earliest EnrolledAt of the tenant's keys, whatever
+// their role (a rotation does not move it). Assets created before it stay on
+// the platform key. It is the zero time when no key is enrolled.
+func (c *Config) CoveredSince() time.Time {
+	var since time.Time
+	if c == nil {
+		return since
+	}
+	for _, k := range c.Keys {
+		if since.IsZero() || k.EnrolledAt.Before(since) {
+			since = k.EnrolledAt
+		}
+	}
+	return since
+}
+
+// CoversService reports whether the tenant selected service s (or "*").
+// An empty Services list covers no service.
+func (c *Config) CoversService(s string) bool {
+	return c != nil && (slices.Contains(c.Services, All) || slices.Contains(c.Services, s))
+}
+
+// LicensesUser reports whether user u is licensed (or every user is, "*").
+// User ids are compared exactly. An empty LicensedUsers list licenses no
+// user.
+func (c *Config) LicensesUser(u string) bool {
+	return c != nil && (slices.Contains(c.LicensedUsers, All) || slices.Contains(c.LicensedUsers, u))
+}
+
+// Clone returns a deep copy of c, Revision included.
+func (c *Config) Clone() *Config {
+	if c == nil {
+		return nil
+	}
+	n := *c
+	n.Keys = slices.Clone(c.Keys)
+	n.Services = slices.Clone(c.Services)
+	n.LicensedUsers = slices.Clone(c.LicensedUsers)
+	n.Recipients = slices.Clone(c.Recipients)
+	return &n
+}

@@ -1,0 +1,102 @@
+package tenant
+
+import (
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/pkg/events"
+)
+
+func TestDecide(t *testing.T) {
+	since := enrolled // CoveredSince of validConfig: the primary's enrolled_at
+	covered := Asset{Service: "cloud_recording", OwnerUserID: "u-alice", Origin: events.OriginCloud, CreatedAt: since.Add(time.Minute)}
+	with := func(change func(a *Asset)) Asset { a := covered; change(&a); return a }
+	cfg := func(change func(c *Config)) *Config { c := validConfig(); change(c); return c }
+	noFallback := cfg(func(c *Config) { c.Fallback = false })
+
+	platform := func(cv Coverage) Decision { return Decision{Mode: events.ModePlatform, Coverage: cv} }
+	customer := Decision{Mode: events.ModeCustomer, Coverage: CoverageCovered, KeyURI: awsPrimary}
+	fallback := Decision{Mode: events.ModeFallback, Coverage: CoverageCovered}
+	rejectUnavailable := Decision{Reject: true, Reason: events.ReasonCustomerKeyUnavailable, Coverage: CoverageCovered}
+	rejectRevoked := Decision{Reject: true, Reason: events.ReasonCustomerKeyRevoked, Coverage: CoverageCovered}
+
+	tests := []struct {
+		name   string
+		cfg    *Config
+		asset  Asset
+		status events.KeyStatus
+		want   Decision
+	}{
+		// 1. Not covered → platform, whatever the key's status.
+		{"never enrolled (nil)", nil, covered, events.KeyStatusAvailable, platform(CoverageNotEnrolled)},
+		{"no keys", cfg(func(c *Config) { c.Keys = nil }), covered, events.KeyStatusAvailable, platform(CoverageNotEnrolled)},
+		{"no primary key", cfg(func(c *Config) { c.Keys[0].Role = RoleRetiring }), covered, events.KeyStatusAvailable, platform(CoverageNotEnrolled)},
+		{"created before enrollment", validConfig(), with(func(a *Asset) { a.CreatedAt = since.Add(-time.Nanosecond) }), events.KeyStatusAvailable, platform(CoverageBeforeEnrollment)},
+		{"created at zero time", validConfig(), with(func(a *Asset) { a.CreatedAt = time.Time{} }), events.KeyStatusAvailable, platform(CoverageBeforeEnrollment)},
+		{"service not selected", validConfig(), with(func(a *Asset) { a.Service = "whiteboard" }), events.KeyStatusAvailable, platform(CoverageServiceNotSelected)},
+		{"no services selected", cfg(func(c *Config) { c.Services = nil }), covered, events.KeyStatusAvailable, platform(CoverageServiceNotSelected)},
+		{"owner not licensed", validConfig(), with(func(a *Asset) { a.OwnerUserID = "u-carol" }), events.KeyStatusAvailable, platform(CoverageUserNotLicensed)},
+		{"local upload", validConfig(), with(func(a *Asset) { a.Origin = events.OriginLocalUpload }), events.KeyStatusAvailable, platform(CoverageLocalUpload)},
+		{"not covered ignores revoked", validConfig(), with(func(a *Asset) { a.Origin = events.OriginLocalUpload }), events.KeyStatusRevoked, platform(CoverageLocalUpload)},
+		{"not covered ignores unavailable", noFallback, with(func(a *Asset) { a.Service = "team_chat" }), events.KeyStatusUnavailable, platform(CoverageServiceNotSelected)},
+
+		// Check order: the first failing check names the coverage.
+		{"order: enrollment before service", validConfig(), with(func(a *Asset) { a.CreatedAt = since.Add(-time.Hour); a.Service = "whiteboard" }), "", platform(CoverageBeforeEnrollment)},
+		{"order: service before user", validConfig(), with(func(a *Asset) { a.Service = "whiteboard"; a.OwnerUserID = "u-carol" }), "", platform(CoverageServiceNotSelected)},
+		{"order: user before origin", validConfig(), with(func(a *Asset) { a.OwnerUserID = "u-carol"; a.Origin = events.OriginLocalUpload }), "", platform(CoverageUserNotLicensed)},
+		{"order: enrollment first", cfg(func(c *Config) { c.Keys = nil; c.Services = nil }), with(func(a *Asset) { a.Origin = events.OriginLocalUpload }), "", platform(CoverageNotEnrolled)},
+
+		// 2. Covered and usable → customer.
+		{"created exactly at CoveredSince", validConfig(), with(func(a *Asset) { a.CreatedAt = since }), events.KeyStatusAvailable, customer},
+		{"CoveredSince is the earliest key", cfg(func(c *Config) { c.Keys[1].EnrolledAt = since.Add(-time.Hour) }),
+			with(func(a *Asset) { a.CreatedAt = since.Add(-time.Minute) }), events.KeyStatusAvailable, customer},
+		{"status unknown", validConfig(), covered, events.KeyStatusUnknown, customer},
+		{"status available", validConfig(), covered, events.KeyStatusAvailable, customer},
+		{"status degraded", noFallback, covered, events.KeyStatusDegraded, customer},
+		{"wildcards", cfg(func(c *Config) { c.Services = []string{"*"}; c.LicensedUsers = []string{"*"} }),
+			with(func(a *Asset) { a.Service = "whiteboard"; a.OwnerUserID = "anyone" }), events.KeyStatusAvailable, customer},
+		{"primary not first", cfg(func(c *Config) { c.Keys[0].Role, c.Keys[1].Role = RoleRetiring, RolePrimary }), covered, "",
+			Decision{Mode: events.ModeCustomer, Coverage: CoverageCovered, KeyURI: awsReplica}},
+
+		// 3./4. Covered and unreachable → fallback or reject.
+		{"unavailable with fallback", validConfig(), covered, events.KeyStatusUnavailable, fallback},
+		{"unavailable without fallback", noFallback, covered, events.KeyStatusUnavailable, rejectUnavailable},
+		{"unknown status string with fallback", validConfig(), covered, "pending_deletion", fallback},
+		{"unknown status string without fallback", noFallback, covered, "pending_deletion", rejectUnavailable},
+
+		// Revoked → reject regardless of fallback.
+		{"revoked with fallback", validConfig(), covered, events.KeyStatusRevoked, rejectRevoked},
+		{"revoked without fallback", noFallback, covered, events.KeyStatusRevoked, rejectRevoked},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Decide(tt.cfg, tt.asset, tt.status)
+			if got != tt.want {
+				t.Fatalf("Decide(%s, %+v, %q) = %+v, want %+v", tt.name, tt.asset, tt.status, got, tt.want)
+			}
+			// Invariants of every decision.
+			if got.Reject != (got.Mode == "") {
+				t.Errorf("Reject = %v with Mode %q", got.Reject, got.Mode)
+			}
+			if got.Reject != (got.Reason != "") {
+				t.Errorf("Reject = %v with Reason %q", got.Reject, got.Reason)
+			}
+			if (got.Mode == events.ModeCustomer) != (got.KeyURI != "") {
+				t.Errorf("Mode %q with KeyURI %q", got.Mode, got.KeyURI)
+			}
+			if got.Coverage.Covered() == (got.Mode == events.ModePlatform) {
+				t.Errorf("Coverage %q with Mode %q", got.Coverage, got.Mode)
+			}
+		})
+	}
+}
+
+// The decision only reads the configuration.
+func TestDecideDoesNotModify(t *testing.T) {
+	c := validConfig()
+	before := c.Clone()
+	Decide(c, Asset{Service: "cloud_recording", OwnerUserID: "u-alice", Origin: events.OriginCloud, CreatedAt: enrolled}, events.KeyStatusUnavailable)
+	if err := Validate(c); err != nil || c.Keys[0] != before.Keys[0] || c.Fallback != before.Fallback {
+		t.Fatal("Decide changed the configuration")
+	}
+}
