@@ -245,18 +245,20 @@ func TestInvalidDocumentsAgree(t *testing.T) {
 		}
 	}
 	cases := map[string]func(m map[string]any){
-		"missing tenant":        func(m map[string]any) { delete(m, "tenant_id") },
-		"uppercase tenant":      func(m map[string]any) { m["tenant_id"] = "Acme" },
-		"tenant with dot":       func(m map[string]any) { m["tenant_id"] = "ac.me" },
-		"tenant wildcard":       func(m map[string]any) { m["tenant_id"] = "*" },
-		"asset leading dot":     func(m map[string]any) { m["asset_id"] = ".a" },
-		"asset too long":        func(m map[string]any) { m["asset_id"] = strings.Repeat("a", 129) },
-		"bad service":           func(m map[string]any) { m["service"] = "Team Chat" },
-		"empty owner":           func(m map[string]any) { m["owner_user_id"] = "" },
-		"bad origin":            func(m map[string]any) { m["origin"] = "usb_stick" },
-		"bad time":              func(m map[string]any) { m["created_at"] = "yesterday" },
-		"no content":            func(m map[string]any) { m["content"] = map[string]any{} },
-		"both content":          func(m map[string]any) { m["content"] = map[string]any{"inline": "aGk=", "bucket": "KW_STAGING", "object": "o"} },
+		"missing tenant":    func(m map[string]any) { delete(m, "tenant_id") },
+		"uppercase tenant":  func(m map[string]any) { m["tenant_id"] = "Acme" },
+		"tenant with dot":   func(m map[string]any) { m["tenant_id"] = "ac.me" },
+		"tenant wildcard":   func(m map[string]any) { m["tenant_id"] = "*" },
+		"asset leading dot": func(m map[string]any) { m["asset_id"] = ".a" },
+		"asset too long":    func(m map[string]any) { m["asset_id"] = strings.Repeat("a", 129) },
+		"bad service":       func(m map[string]any) { m["service"] = "Team Chat" },
+		"empty owner":       func(m map[string]any) { m["owner_user_id"] = "" },
+		"bad origin":        func(m map[string]any) { m["origin"] = "usb_stick" },
+		"bad time":          func(m map[string]any) { m["created_at"] = "yesterday" },
+		"no content":        func(m map[string]any) { m["content"] = map[string]any{} },
+		"both content": func(m map[string]any) {
+			m["content"] = map[string]any{"inline": "aGk=", "bucket": "KW_STAGING", "object": "o"}
+		},
 		"wrong bucket":          func(m map[string]any) { m["content"] = map[string]any{"bucket": "KW_VAULT", "object": "o"} },
 		"bad base64":            func(m map[string]any) { m["content"] = map[string]any{"inline": "!!!"} },
 		"negative size":         func(m map[string]any) { m["size"] = -1 },
