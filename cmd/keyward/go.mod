@@ -1,3 +1,24 @@
 module github.com/keyward/keyward/cmd/keyward
 
-go 1.26.8
+go 1.26.0
+
+require (
+	github.com/keyward/keyward/pkg v0.0.0
+	github.com/keyward/keyward/services/encryptor v0.0.0
+)
+
+require (
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/mitchellh/colorstring v0.0.0-20190213212951-d06e56a500db // indirect
+	github.com/rivo/uniseg v0.4.7 // indirect
+	github.com/schollz/progressbar/v3 v3.19.1 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
+)
+
+replace (
+	github.com/keyward/keyward/pkg => ../../pkg
+	github.com/keyward/keyward/services/encryptor => ../../services/encryptor
+)

@@ -1,0 +1,300 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/kms"
+	"github.com/keyward/keyward/pkg/kms/localkms"
+	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/natsembed"
+	"github.com/keyward/keyward/pkg/svc"
+	"github.com/keyward/keyward/pkg/telemetry"
+	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/services/encryptor/encryptor"
+)
+
+// DevOptions configure `keyward dev`.
+type DevOptions struct {
+	DataDir   string // default .keyward
+	Host      string // default 127.0.0.1
+	Port      int    // default 4222; 0 picks a free port
+	HTTPAddr  string // health and metrics; "" disables
+	Logger    *slog.Logger
+	Telemetry *telemetry.Telemetry
+}
+
+// Dev is a running all-in-one Keyward: embedded nats-server with
+// JetStream, local platform, fallback and demo keys, a demo tenant, and
+// every worker that exists.
+type Dev struct {
+	Server      *natsembed.Server
+	NC          *nats.Conn
+	JS          jetstream.JetStream
+	PlatformKey kms.KeyURI
+	FallbackKey kms.KeyURI
+	DemoKey     kms.KeyURI
+	Encryptor   *encryptor.Worker
+
+	ledger *ledger.Store
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// DemoTenant is the tenant `keyward dev` creates.
+const DemoTenant = "demo"
+
+// StartDev starts everything and returns once the workers are ready.
+func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
+	if o.DataDir == "" {
+		o.DataDir = ".keyward"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	d := &Dev{}
+	defer func() {
+		if err != nil {
+			d.Stop()
+		}
+	}()
+	d.Server, err = natsembed.Start(natsembed.Options{Host: o.Host, Port: o.Port, StoreDir: filepath.Join(dataDir, "nats"), ServerName: "keyward-dev"})
+	if err != nil {
+		if o.Port != 0 && portInUse(o.Host, o.Port) {
+			return nil, fmt.Errorf("port %d is in use (another `keyward dev` or nats-server?); stop it or pass --port: %w", o.Port, err)
+		}
+		return nil, err
+	}
+	if d.NC, err = nats.Connect(d.Server.URL(), nats.Name("keyward-dev"), nats.MaxReconnects(-1)); err != nil {
+		return nil, err
+	}
+	if d.JS, err = jetstream.New(d.NC); err != nil {
+		return nil, err
+	}
+	if err := events.Provision(ctx, d.JS, events.ProvisionOptions{Replicas: 1}); err != nil {
+		return nil, err
+	}
+
+	keys := filepath.Join(dataDir, "keys")
+	if d.PlatformKey, err = devKey(keys, "platform.key"); err != nil {
+		return nil, err
+	}
+	if d.FallbackKey, err = devKey(keys, "fallback.key"); err != nil {
+		return nil, err
+	}
+	if d.DemoKey, err = devKey(keys, "demo-customer.key"); err != nil {
+		return nil, err
+	}
+	if err := ensureDemoTenant(ctx, d.JS, d.DemoKey); err != nil {
+		return nil, err
+	}
+
+	mp := otel.GetMeterProvider()
+	if o.Telemetry != nil {
+		mp = o.Telemetry.MeterProvider()
+	}
+	client := encryptor.NewKMSClient(keys, kms.DefaultCallTimeout, mp)
+	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(mp))
+	if d.ledger, err = ledger.Open(filepath.Join(dataDir, "encryptor", "ledger.db")); err != nil {
+		return nil, err
+	}
+	opts := encryptor.Options{
+		PlatformKey: d.PlatformKey, FallbackKey: d.FallbackKey,
+		TenantValidation: []tenant.ValidateOption{tenant.AllowLocalKeys(true)},
+		Logger:           o.Logger,
+		MeterProvider:    mp,
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel, d.done = cancel, make(chan error, 1)
+	if d.Encryptor, err = encryptor.New(runCtx, encryptor.Deps{NC: d.NC, JS: d.JS, KMS: client, Seeds: seeds, Ledger: d.ledger}, opts); err != nil {
+		return nil, err
+	}
+	go func() { d.done <- d.Encryptor.Run(runCtx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for d.Encryptor.Ready() != nil {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("encryptor not ready: %w", d.Encryptor.Ready())
+		}
+		select {
+		case err := <-d.done:
+			d.done <- err
+			return nil, fmt.Errorf("encryptor stopped: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return d, nil
+}
+
+// URL is the NATS URL of the dev server.
+func (d *Dev) URL() string { return d.Server.URL() }
+
+// Stop drains the workers and stops the server.
+func (d *Dev) Stop() {
+	if d.cancel != nil {
+		d.cancel()
+		<-d.done
+		d.cancel = nil
+	}
+	if d.ledger != nil {
+		d.ledger.Close()
+	}
+	if d.NC != nil {
+		d.NC.Drain()
+	}
+	if d.Server != nil {
+		d.Server.Shutdown()
+	}
+}
+
+func devKey(dir, name string) (kms.KeyURI, error) {
+	path := filepath.Join(dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return kms.KeyURI{}, err
+	}
+	if err := localkms.CreateKeyFile(path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return kms.KeyURI{}, fmt.Errorf("creating %s: %w", path, err)
+	}
+	return kms.ParseKeyURI("localkms://" + path)
+}
+
+// ensureDemoTenant creates the demo tenant once; later runs keep whatever
+// the developer changed.
+func ensureDemoTenant(ctx context.Context, js jetstream.JetStream, key kms.KeyURI) error {
+	store, err := tenant.OpenStore(ctx, js, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
+	if err != nil {
+		return err
+	}
+	_, err = store.Create(ctx, &tenant.Config{
+		TenantID:      DemoTenant,
+		DisplayName:   "Demo tenant of keyward dev",
+		Keys:          []tenant.Key{{URI: key.String(), Role: tenant.RolePrimary, EnrolledAt: time.Now().UTC().Add(-time.Minute)}},
+		Services:      []string{tenant.All},
+		LicensedUsers: []string{tenant.All},
+		Recipients:    []string{"security@demo.example"},
+		Fallback:      true,
+	})
+	if errors.Is(err, tenant.ErrExists) {
+		return nil
+	}
+	return err
+}
+
+func portInUse(host string, port int) bool {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 500*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func (a *App) devCmd() *cobra.Command {
+	var o DevOptions
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole system locally: embedded NATS, local keys, a demo tenant, every worker",
+		Long: `dev runs an embedded nats-server with JetStream (data in --data-dir), creates
+local platform, fallback and demo customer keys (localkms key files, mode 0600),
+a "demo" tenant covering every service and user with fallback on, and runs
+every Keyward worker in this process. No cloud account is needed.
+
+Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			lvl, err := telemetry.ParseLevel(logLevel)
+			if err != nil {
+				return usageError{err}
+			}
+			tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: "keyward-dev", ServiceVersion: svc.Version, Getenv: a.Getenv})
+			if err != nil {
+				return err
+			}
+			defer tel.Shutdown(context.Background())
+			o.Telemetry = tel
+			o.Logger = telemetry.NewLogger(a.Stderr, telemetry.LogOptions{Service: "keyward-dev", Version: svc.Version, Level: lvl})
+			d, err := StartDev(ctx, o)
+			if err != nil {
+				return err
+			}
+			defer d.Stop()
+			tel.AddReadyCheck("encryptor", func(context.Context) error { return d.Encryptor.Ready() })
+			httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopHTTP()
+			if o.HTTPAddr != "" {
+				go func() {
+					if err := tel.ListenAndServe(httpCtx, o.HTTPAddr); err != nil {
+						o.Logger.Error("health server", "error", err)
+					}
+				}()
+			}
+			a.printDevBanner(d, o)
+			<-ctx.Done()
+			fmt.Fprintln(a.Stdout, "\nkeyward dev: stopping (draining the workers)...")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", envOr(a.Getenv, "KEYWARD_DATA_DIR", ".keyward"), "where NATS data, keys and ledgers live (env KEYWARD_DATA_DIR)")
+	f.StringVar(&o.Host, "host", "127.0.0.1", "address NATS listens on")
+	f.IntVar(&o.Port, "port", 4222, "port NATS listens on (0: any free port)")
+	f.StringVar(&o.HTTPAddr, "http-addr", envOr(a.Getenv, "KEYWARD_HTTP_ADDR", "127.0.0.1:9464"), "address of /healthz, /readyz and /metrics; empty disables (env KEYWARD_HTTP_ADDR)")
+	f.StringVar(&logLevel, "log-level", envOr(a.Getenv, "KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYWARD_LOG_LEVEL)")
+	return cmd
+}
+
+func (a *App) printDevBanner(d *Dev, o DevOptions) {
+	w := a.Stdout
+	fmt.Fprintf(w, "Keyward dev is running.\n\n")
+	fmt.Fprintf(w, "  NATS        %s  (JetStream data in %s)\n", d.URL(), d.Server.StoreDir())
+	fmt.Fprintf(w, "  workers     encryptor (consumer %q on %s), key broker (%s)\n", events.ConsumerEncryptor, events.StreamIngest, events.SubjectKeyUnwrapAll)
+	if o.HTTPAddr != "" {
+		fmt.Fprintf(w, "  health      http://%s/healthz  /readyz  /metrics\n", o.HTTPAddr)
+	}
+	fmt.Fprintf(w, "  keys        platform  %s\n", d.PlatformKey)
+	fmt.Fprintf(w, "              fallback  %s\n", d.FallbackKey)
+	fmt.Fprintf(w, "              demo      %s (tenant %q: every service and user, fallback on)\n", d.DemoKey, DemoTenant)
+	url := ""
+	if d.URL() != nats.DefaultURL {
+		url = " --nats-url " + d.URL()
+	}
+	fmt.Fprintf(w, "\nTry it from another terminal:\n\n")
+	fmt.Fprintf(w, "  echo 'hello, keyward' > hello.txt\n")
+	fmt.Fprintf(w, "  go run ./cmd/keyward asset put%s --tenant demo hello.txt\n", url)
+	fmt.Fprintf(w, "  go run ./cmd/keyward asset get%s --tenant demo hello.txt\n", url)
+	fmt.Fprintf(w, "  go run ./cmd/keyward status%s\n", url)
+	fmt.Fprintf(w, "\nPress Ctrl-C to stop.\n")
+}
+
+func envOr(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
