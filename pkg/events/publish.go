@@ -32,6 +32,9 @@ const (
 	// is settled, also when the event was a duplicate. `keyward asset put`
 	// uses it to wait for the result.
 	HeaderNotify = "Keyward-Notify"
+	// HeaderAssetID names the asset of an outcome event, so projections can
+	// look it up without decoding the body.
+	HeaderAssetID = "Keyward-Asset-Id"
 )
 
 // MsgID builds the Nats-Msg-Id of an outcome event. One asset has one id per

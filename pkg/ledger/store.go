@@ -659,3 +659,38 @@ func be64(v uint64) []byte {
 func hasPrefix(k, prefix []byte) bool {
 	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
 }
+
+// Ref names one asset.
+type Ref struct{ TenantID, AssetID string }
+
+// GetMany reads several records in one read transaction. found[i] reports
+// whether refs[i] exists; recs[i] is its record.
+func (s *Store) GetMany(ctx context.Context, refs []Ref) (recs []Record, found []bool, err error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, nil, fmt.Errorf("ledger: get many: %w", err)
+	}
+	recs, found = make([]Record, len(refs)), make([]bool, len(refs))
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAssets)
+		for i, r := range refs {
+			if checkIDs(r.TenantID, r.AssetID) != nil {
+				continue
+			}
+			key := assetKey(r.TenantID, r.AssetID)
+			v := b.Get(key)
+			if v == nil {
+				continue
+			}
+			rec, err := decodeRecord(key, v)
+			if err != nil {
+				return err
+			}
+			recs[i], found[i] = rec, true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger: get many: %w", s.mapErr(err))
+	}
+	return recs, found, nil
+}

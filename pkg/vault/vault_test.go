@@ -215,3 +215,63 @@ func TestDigestHexRejectsMalformed(t *testing.T) {
 		}
 	}
 }
+
+// Objects written by PutNew are ordinary Object Store objects: the Object
+// Store client reads them, lists them, verifies their digest, replaces and
+// deletes them.
+func TestPutNewIsObjectStoreCompatible(t *testing.T) {
+	s, env := openStore(t)
+	ctx := context.Background()
+	var objs []vault.NewObject
+	for i, size := range []int{0, 1, chunk, 3*chunk + 7} {
+		objs = append(objs, vault.NewObject{
+			Name: fmt.Sprintf("acme/new-%d", i),
+			Data: randomBytes(size, uint64(size)+1),
+			Meta: jetstream.ObjectMeta{Metadata: map[string]string{"k": fmt.Sprint(i)}},
+		})
+	}
+	infos, errs := s.PutNew(ctx, objs)
+	for i, o := range objs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		obs, err := env.JS.ObjectStore(ctx, events.BucketVault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := obs.GetBytes(ctx, o.Name) // verifies the digest
+		if err != nil || !bytes.Equal(got, o.Data) {
+			t.Fatalf("Object Store read of %s: %d bytes, %v", o.Name, len(got), err)
+		}
+		info, err := obs.GetInfo(ctx, o.Name)
+		if err != nil || info.Size != uint64(len(o.Data)) || info.Digest != infos[i].Digest || info.Metadata["k"] != fmt.Sprint(i) || info.Chunks != infos[i].Chunks {
+			t.Fatalf("GetInfo(%s) = %+v, %v; PutNew said %+v", o.Name, info, err, infos[i])
+		}
+		checkRanges(t, s, o.Name, o.Data)
+	}
+	list, err := s.ObjectStore().List(ctx)
+	if err != nil || len(list) != len(objs) {
+		t.Fatalf("List = %d objects, %v", len(list), err)
+	}
+	// The Object Store replaces and deletes them like its own.
+	if _, err := s.Put(ctx, objs[3].Name, bytes.NewReader([]byte("replaced")), jetstream.ObjectMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	checkRanges(t, s, objs[3].Name, []byte("replaced"))
+	if err := s.Delete(ctx, objs[2].Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Info(ctx, objs[2].Name); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	// Only the replaced and deleted objects' chunks are gone.
+	st, _ := env.JS.Stream(ctx, "OBJ_"+events.BucketVault)
+	si, _ := st.Info(ctx, jetstream.WithSubjectFilter("$O."+events.BucketVault+".C.>"))
+	var chunks uint64
+	for _, n := range si.State.Subjects {
+		chunks += n
+	}
+	if want := uint64(infos[1].Chunks) + 1; chunks != want {
+		t.Fatalf("%d chunk messages left, want %d", chunks, want)
+	}
+}

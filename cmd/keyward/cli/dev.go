@@ -50,6 +50,9 @@ type Dev struct {
 	FallbackKey kms.KeyURI
 	DemoKey     kms.KeyURI
 	Encryptor   *encryptor.Worker
+	// KMS is the client every worker of the stack uses (its Stats count
+	// KMS calls).
+	KMS *kms.Client
 
 	ledger *ledger.Store
 	cancel context.CancelFunc
@@ -116,6 +119,7 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		mp = o.Telemetry.MeterProvider()
 	}
 	client := encryptor.NewKMSClient(keys, kms.DefaultCallTimeout, mp)
+	d.KMS = client
 	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(mp))
 	if d.ledger, err = ledger.Open(filepath.Join(dataDir, "encryptor", "ledger.db")); err != nil {
 		return nil, err

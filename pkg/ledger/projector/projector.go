@@ -130,12 +130,27 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, e
 		pending uint64
 		index   = map[string]int{} // tenant/asset → position in recs
 	)
-	for _, m := range batch {
+	// Most events are already in the ledger, recorded by the worker that
+	// published them: one read transaction finds those, and they are
+	// skipped without decoding.
+	refs := make([]ledger.Ref, len(batch))
+	for i, m := range batch {
+		tenant, _ := events.TenantFromSubject(m.Subject())
+		refs[i] = ledger.Ref{TenantID: tenant, AssetID: m.Headers().Get(events.HeaderAssetID)}
+	}
+	known, found, err := p.store.GetMany(ctx, refs)
+	if err != nil {
+		return 0, err
+	}
+	for i, m := range batch {
 		md, err := m.Metadata()
 		if err != nil {
 			return 0, err
 		}
 		lastSeq, pending = md.Sequence.Stream, md.NumPending
+		if found[i] && known[i].StreamSeq == md.Sequence.Stream {
+			continue
+		}
 		rec, ok := p.recordFor(ctx, m, md.Sequence.Stream, recs, index)
 		if !ok {
 			continue
@@ -148,7 +163,7 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, e
 			recs = append(recs, rec)
 		}
 	}
-	err := p.store.Apply(ctx, ledger.Batch{Records: recs, Cursors: map[string]uint64{CursorName: lastSeq}})
+	err = p.store.Apply(ctx, ledger.Batch{Records: recs, Cursors: map[string]uint64{CursorName: lastSeq}})
 	if err != nil {
 		return 0, fmt.Errorf("projector: applying %d records up to sequence %d: %w", len(recs), lastSeq, err)
 	}

@@ -2,6 +2,7 @@ package encryptor_test
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"os"
 	"os/exec"
@@ -50,11 +51,20 @@ func encryptorBinary(t *testing.T) string {
 // ciphertext, one AssetEncrypted, no staging copy, and reads back intact.
 func TestCrashAtEveryCommitPoint(t *testing.T) {
 	bin := encryptorBinary(t)
-	for _, point := range []string{encryptor.FailpointStored, encryptor.FailpointRecorded, encryptor.FailpointPublished, encryptor.FailpointCleaned} {
-		t.Run(point, func(t *testing.T) {
+	for _, tc := range []struct {
+		point string
+		size  int
+	}{
+		{encryptor.FailpointStored, 1 << 10}, {encryptor.FailpointStored, 400 << 10},
+		{encryptor.FailpointPublished, 1 << 10}, {encryptor.FailpointPublished, 400 << 10},
+		{encryptor.FailpointRecorded, 1 << 10}, {encryptor.FailpointRecorded, 400 << 10},
+		{encryptor.FailpointCleaned, 400 << 10},
+	} {
+		point := tc.point
+		t.Run(fmt.Sprintf("%s/%dKiB", point, tc.size>>10), func(t *testing.T) {
 			s := newStackNoWorker(t, func(o *encryptor.Options) { o.AckWait = 2 * time.Second })
 			s.enroll("acme")
-			data := pattern(400<<10, 42) // staged
+			data := pattern(tc.size, 42) // 1 KiB inline (stored with its batch), 400 KiB staged (streamed)
 
 			cmd := exec.Command(bin)
 			cmd.Env = append(os.Environ(),
@@ -131,7 +141,7 @@ func TestCrashAtEveryCommitPoint(t *testing.T) {
 			if len(chunks) != int(info.Chunks) {
 				t.Fatalf("vault holds %d chunk messages, the object has %d: a second ciphertext was written", len(chunks), info.Chunks)
 			}
-			if s.stagingExists("acme/rec-1") {
+			if tc.size > 256<<10 && s.stagingExists("acme/rec-1") {
 				t.Error("staging copy survived")
 			}
 			got, err := s.get("acme", "rec-1")

@@ -52,6 +52,9 @@ type Worker struct {
 	metrics   *metrics
 
 	consumerReady chan struct{}
+
+	inflightMu sync.Mutex
+	inflight   map[string]struct{} // tenant/asset of every asset being processed
 }
 
 // New wires a worker: it binds the buckets, starts the tenant and key-status
@@ -62,7 +65,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	if err := o.validate(d); err != nil {
 		return nil, err
 	}
-	w := &Worker{d: d, o: o, log: o.Logger.With("worker", o.Name), consumerReady: make(chan struct{})}
+	w := &Worker{d: d, o: o, log: o.Logger.With("worker", o.Name), consumerReady: make(chan struct{}), inflight: map[string]struct{}{}}
 	var err error
 	if w.staging, err = vault.Open(ctx, d.JS, events.BucketStaging); err != nil {
 		return nil, err
@@ -215,6 +218,17 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 	defer close(stopped)
 	defer iter.Stop()
 
+	// Stage two (commit) runs one batch behind stage one (prepare).
+	commits := make(chan *staged, 1)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		for st := range commits {
+			w.commit(context.WithoutCancel(ctx), st)
+		}
+	}()
+	defer func() { close(commits); <-committed }()
+
 	for {
 		first, ok := <-msgs
 		if !ok {
@@ -235,7 +249,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		// A batch is finished even while shutting down: its work is done
 		// or cheap to settle; ctx only stops new batches.
-		w.processBatch(context.WithoutCancel(ctx), batch)
+		commits <- w.prepare(context.WithoutCancel(ctx), batch)
 	}
 }
 

@@ -18,14 +18,16 @@ import (
 
 // Defaults of the encryptor. docs/operations.md explains each.
 const (
-	DefaultBatchSize      = 64
+	DefaultBatchSize      = 256
 	DefaultMaxInlineBytes = 256 << 10
 	DefaultMaxAssetBytes  = 64 << 30
 	DefaultMaxDeliver     = 10
 	DefaultAckWait        = 60 * time.Second
-	// smallAsset is the size up to which an asset is encrypted in memory
-	// before it is stored, instead of streamed through a pipe.
-	smallAsset = 1 << 20
+	// smallAsset is the size up to which an asset is encrypted in memory and
+	// stored with the rest of its batch (one round trip for all), instead
+	// of streamed through a pipe. It bounds a batch's memory to
+	// BatchSize × smallAsset.
+	smallAsset = 256 << 10
 )
 
 // Deps are the connections and stores a Worker uses. The caller owns them
@@ -82,10 +84,10 @@ type Options struct {
 // Failpoints: the moments of the commit protocol at which a crash must lose
 // nothing and double nothing.
 const (
-	FailpointStored    = "stored"    // ciphertext in the vault, nothing recorded
-	FailpointRecorded  = "recorded"  // ledger committed, outcome not published
-	FailpointPublished = "published" // outcome published, staging not deleted, not acked
-	FailpointCleaned   = "cleaned"   // staging deleted, not acked
+	FailpointStored    = "stored"    // ciphertext in the vault; nothing published or recorded
+	FailpointPublished = "published" // outcome published; not recorded in the ledger
+	FailpointRecorded  = "recorded"  // recorded; staging copy not deleted, not acked
+	FailpointCleaned   = "cleaned"   // staging copy deleted; not acked
 )
 
 func (o *Options) failpoint(point string) {

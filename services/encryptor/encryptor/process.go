@@ -70,21 +70,75 @@ type result struct {
 	out     *events.Outgoing // to publish after the ledger commit
 	notify  *events.Outgoing // the outcome, for the producer's Keyward-Notify inbox
 	staging string           // staging object to delete once settled
+
+	put     *deferredPut // small new ciphertext, stored with the batch's others
+	claimed string       // the asset this result holds in flight
 }
 
-// processBatch runs the pipeline's commit protocol for one batch:
-// process every message (concurrently) → one ledger transaction → publish
-// all outcomes and wait for their acks → delete staging copies → notify and
-// settle each message.
-func (w *Worker) processBatch(ctx context.Context, batch []jetstream.Msg) {
-	start := time.Now()
-	results := make([]*result, len(batch))
-	parallel(len(batch), w.o.Concurrency, func(i int) { results[i] = w.process(ctx, batch[i]) })
+// deferredPut is a small ciphertext ready to be stored; finish builds the
+// outcome once the vault has acknowledged it.
+type deferredPut struct {
+	obj    vault.NewObject
+	ev     *events.AssetCreated
+	finish func(info *jetstream.ObjectInfo) (*events.AssetEncrypted, error)
+}
 
+// A batch goes through two stages, run concurrently on consecutive batches
+// (while one batch waits for the ledger fsync and the publish acks, the
+// next is decrypted... encrypted and stored):
+//
+//	prepare: process every message (concurrently) → store the small
+//	         ciphertexts together (one round trip)
+//	commit:  publish all outcomes and wait for their acks → one ledger
+//	         transaction → delete staging copies → notify and settle each
+//
+// An asset is never in two batches at once: process claims its id, and a
+// second event for an asset still in flight is retried a little later.
+type staged struct {
+	start   time.Time
+	results []*result
+}
+
+func (w *Worker) prepare(ctx context.Context, batch []jetstream.Msg) *staged {
+	st := &staged{start: time.Now(), results: make([]*result, len(batch))}
+	parallel(len(batch), w.o.Concurrency, func(i int) { st.results[i] = w.process(ctx, batch[i]) })
+	w.storeDeferred(ctx, st.results)
 	w.o.failpoint(FailpointStored)
+	return st
+}
+
+func (w *Worker) commit(ctx context.Context, st *staged) {
+	results := st.results
+	defer w.release(results)
+
+	// Publish first: the stream's acknowledgement gives each outcome its
+	// sequence, recorded with it in the ledger. A crash before the ledger
+	// commit is healed by the projection (it catches up before the worker
+	// consumes) and by the stream's duplicate window.
+	var outs []events.Outgoing
+	var owners []*result
+	for _, r := range results {
+		if r.out != nil && r.kind != kindRetry {
+			outs = append(outs, *r.out)
+			owners = append(owners, r)
+		}
+	}
+	if len(outs) > 0 {
+		acks, err := w.publisher.PublishAll(ctx, outs)
+		for i, r := range owners {
+			switch {
+			case acks[i] == nil:
+				r.retry(fmt.Errorf("publishing the outcome: %w", err))
+			case r.record != nil:
+				r.record.StreamSeq = acks[i].Sequence
+			}
+		}
+	}
+
+	w.o.failpoint(FailpointPublished)
 	var recs []ledger.Record
 	for _, r := range results {
-		if r.record != nil {
+		if r.record != nil && r.kind != kindRetry {
 			recs = append(recs, *r.record)
 		}
 	}
@@ -100,24 +154,6 @@ func (w *Worker) processBatch(ctx context.Context, batch []jetstream.Msg) {
 	}
 
 	w.o.failpoint(FailpointRecorded)
-	var outs []events.Outgoing
-	var owners []*result
-	for _, r := range results {
-		if r.out != nil && r.kind != kindRetry {
-			outs = append(outs, *r.out)
-			owners = append(owners, r)
-		}
-	}
-	if len(outs) > 0 {
-		acks, err := w.publisher.PublishAll(ctx, outs)
-		for i, r := range owners {
-			if acks[i] == nil {
-				r.retry(fmt.Errorf("publishing the outcome: %w", err))
-			}
-		}
-	}
-
-	w.o.failpoint(FailpointPublished)
 	parallel(len(results), w.o.Concurrency, func(i int) {
 		r := results[i]
 		if r.staging == "" || r.kind == kindRetry {
@@ -143,7 +179,58 @@ func (w *Worker) processBatch(ctx context.Context, batch []jetstream.Msg) {
 		settled := w.settler.Settle(ctx, r.msg, err)
 		w.metrics.asset(ctx, r, settled)
 	}
-	w.metrics.batch(ctx, time.Since(start), len(batch))
+	w.metrics.batch(ctx, time.Since(st.start), len(results))
+}
+
+// claim marks an asset as in flight; false if it already is.
+func (w *Worker) claim(key string) bool {
+	w.inflightMu.Lock()
+	defer w.inflightMu.Unlock()
+	if _, busy := w.inflight[key]; busy {
+		return false
+	}
+	w.inflight[key] = struct{}{}
+	return true
+}
+
+func (w *Worker) release(results []*result) {
+	w.inflightMu.Lock()
+	defer w.inflightMu.Unlock()
+	for _, r := range results {
+		if r.claimed != "" {
+			delete(w.inflight, r.claimed)
+		}
+	}
+}
+
+// storeDeferred stores every small new ciphertext of the batch at once.
+func (w *Worker) storeDeferred(ctx context.Context, results []*result) {
+	var objs []vault.NewObject
+	var owners []*result
+	for _, r := range results {
+		if r.put != nil && r.kind != kindRetry {
+			objs = append(objs, r.put.obj)
+			owners = append(owners, r)
+		}
+	}
+	if len(objs) == 0 {
+		return
+	}
+	infos, errs := w.vault.PutNew(ctx, objs)
+	for i, r := range owners {
+		p := r.put
+		r.put = nil
+		if errs[i] != nil {
+			r.retry(errs[i])
+			continue
+		}
+		enc, err := p.finish(infos[i])
+		if err != nil {
+			r.retry(err)
+			continue
+		}
+		w.settleEncrypted(r, p.ev, enc)
+	}
 }
 
 func (r *result) retry(err error) {
@@ -195,6 +282,13 @@ func (w *Worker) process(ctx context.Context, m jetstream.Msg) (r *result) {
 		w.rejectInvalid(r, nil, events.ReasonTenantMismatch, events.ReasonInvalidEvent, err)
 		return r
 	}
+
+	key := ev.TenantID + "/" + ev.AssetID
+	if !w.claim(key) {
+		r.retry(errors.New("another event for this asset is being processed; retrying after it"))
+		return r
+	}
+	r.claimed = key
 
 	if done := w.duplicate(ctx, r, ev); done {
 		return r
@@ -396,14 +490,18 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 	}
 	defer seed.Destroy()
 
+	md, _ := m.Metadata()
+	firstDelivery := md != nil && md.NumDelivered == 1
 	stop := keepAlive(m, w.o.AckWait/3)
-	enc, err := w.store(ctx, r, ev, dec, key, seed, content)
+	enc, err := w.store(ctx, r, ev, dec, key, seed, content, firstDelivery)
 	stop()
 	if err != nil {
 		r.retry(err)
 		return
 	}
-	w.settleEncrypted(r, ev, enc)
+	if enc != nil {
+		w.settleEncrypted(r, ev, enc)
+	}
 }
 
 // seed returns a seed for the decided key. If the customer key fails in
@@ -525,8 +623,11 @@ func (w *Worker) openContent(ctx context.Context, ev *events.AssetCreated) (*con
 	return &content{r: res, size: size, close: func() { _ = res.Close() }}, nil
 }
 
-// store encrypts the content into the vault under key and returns the event.
-func (w *Worker) store(ctx context.Context, r *result, ev *events.AssetCreated, dec tenant.Decision, key kms.KeyURI, seed *kms.Seed, c *content) (*events.AssetEncrypted, error) {
+// store encrypts the content into the vault under key and returns the
+// event. A small asset on its first delivery (its name cannot exist in the
+// vault yet) is only encrypted here: r.put holds it for the batch's PutNew,
+// and store returns nil.
+func (w *Worker) store(ctx context.Context, r *result, ev *events.AssetCreated, dec tenant.Decision, key kms.KeyURI, seed *kms.Seed, c *content, firstDelivery bool) (*events.AssetEncrypted, error) {
 	hdr := &envelope.Header{KeyURI: key.String(), KeyVersion: seed.KeyVersion, WrappedSeed: seed.Ciphertext}
 	id := envelope.Identity{TenantID: ev.TenantID, AssetID: ev.AssetID, Service: ev.Service}
 	name := events.VaultObjectName(ev.TenantID, ev.AssetID)
@@ -560,6 +661,18 @@ func (w *Worker) store(ctx context.Context, r *result, ev *events.AssetCreated, 
 			return nil, err
 		}
 		headerSum = ew.HeaderSHA256()
+		if firstDelivery {
+			wrapped := bytes.Clone(seed.Ciphertext)
+			version := seed.KeyVersion
+			r.put = &deferredPut{
+				obj: vault.NewObject{Name: name, Data: buf.Bytes(), Meta: meta},
+				ev:  ev,
+				finish: func(info *jetstream.ObjectInfo) (*events.AssetEncrypted, error) {
+					return w.encryptedEvent(ev, dec, key, version, wrapped, name, c.size, hdr, info, headerSum, r.eventID, now)
+				},
+			}
+			return nil, nil
+		}
 		if info, err = w.vault.Put(ctx, name, bytes.NewReader(buf.Bytes()), meta); err != nil {
 			return nil, err
 		}
@@ -600,13 +713,13 @@ func (w *Worker) store(ctx context.Context, r *result, ev *events.AssetCreated, 
 		}
 		headerSum = res.sum
 	}
-	if want := envelope.CiphertextSize(hdr, c.size); int64(info.Size) != want {
-		return nil, fmt.Errorf("stored ciphertext is %d bytes, want %d", info.Size, want)
-	}
-	return w.encryptedEvent(ev, dec, key, seed, name, c.size, info, headerSum, r.eventID, now)
+	return w.encryptedEvent(ev, dec, key, seed.KeyVersion, seed.Ciphertext, name, c.size, hdr, info, headerSum, r.eventID, now)
 }
 
-func (w *Worker) encryptedEvent(ev *events.AssetCreated, dec tenant.Decision, key kms.KeyURI, seed *kms.Seed, name string, size int64, info *jetstream.ObjectInfo, headerSum [32]byte, eventID string, at time.Time) (*events.AssetEncrypted, error) {
+func (w *Worker) encryptedEvent(ev *events.AssetCreated, dec tenant.Decision, key kms.KeyURI, keyVersion string, wrapped []byte, name string, size int64, hdr *envelope.Header, info *jetstream.ObjectInfo, headerSum [32]byte, eventID string, at time.Time) (*events.AssetEncrypted, error) {
+	if want := envelope.CiphertextSize(hdr, size); int64(info.Size) != want {
+		return nil, fmt.Errorf("stored ciphertext is %d bytes, want %d", info.Size, want)
+	}
 	ctHex, err := vault.DigestHex(info.Digest)
 	if err != nil {
 		return nil, err
@@ -614,7 +727,7 @@ func (w *Worker) encryptedEvent(ev *events.AssetCreated, dec tenant.Decision, ke
 	return &events.AssetEncrypted{
 		TenantID: ev.TenantID, AssetID: ev.AssetID, Service: ev.Service,
 		Mode: dec.Mode, Coverage: string(dec.Coverage),
-		KeyURI: key.String(), KeyVersion: seed.KeyVersion, WrappedSeed: seed.Ciphertext,
+		KeyURI: key.String(), KeyVersion: keyVersion, WrappedSeed: wrapped,
 		Location: events.Location{Bucket: events.BucketVault, Object: name},
 		Size:     size, CiphertextSize: int64(info.Size), CiphertextSHA256: ctHex,
 		HeaderSHA256:        hex.EncodeToString(headerSum[:]),
@@ -645,6 +758,7 @@ func encryptedOutgoing(e *events.AssetEncrypted) *events.Outgoing {
 		MsgID:   events.MsgID("encrypted", e.TenantID, e.AssetID),
 		Type:    events.TypeAssetEncrypted,
 		Event:   e,
+		Header:  nats.Header{events.HeaderAssetID: []string{e.AssetID}},
 	}
 }
 
@@ -655,6 +769,7 @@ func rejectedOutgoing(e *events.AssetRejected) *events.Outgoing {
 		MsgID:   events.MsgID("rejected", e.TenantID, e.AssetID) + "." + hex.EncodeToString(sum[:8]),
 		Type:    events.TypeAssetRejected,
 		Event:   e,
+		Header:  nats.Header{events.HeaderAssetID: []string{e.AssetID}},
 	}
 }
 
