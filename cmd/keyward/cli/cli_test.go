@@ -219,3 +219,38 @@ func TestDevRestartKeepsData(t *testing.T) {
 		t.Fatalf("get after restart: %+v", r)
 	}
 }
+
+func TestDevKeyDisableEnable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	d := startDev(t, dir)
+	src := filepath.Join(t.TempDir(), "a.txt")
+	os.WriteFile(src, []byte("x"), 0o644)
+	// A first asset caches a seed of the demo key.
+	if r := run(t, d.URL(), "", "asset", "put", "--tenant", "demo", "--id", "before", src); r.code != 0 {
+		t.Fatalf("put: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "dev", "key", "disable", "--data-dir", dir, "demo"); r.code != 0 || !strings.Contains(r.stdout, "disabled") || !strings.Contains(r.stdout, "revoked") {
+		t.Fatalf("disable: %+v", r)
+	}
+	// The revocation takes effect for the next asset, cached seed or not.
+	deadline := time.Now().Add(5 * time.Second)
+	for d.Encryptor.KeyStatus(cli.DemoTenant, d.DemoKey.String()) != events.KeyStatusRevoked && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := run(t, d.URL(), "", "asset", "put", "--tenant", "demo", "--id", "after-disable", src); r.code != 3 || !strings.Contains(r.stdout, "customer_key_revoked") {
+		t.Fatalf("put with the demo key disabled: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "dev", "key", "enable", "--data-dir", dir, "demo"); r.code != 0 {
+		t.Fatalf("enable: %+v", r)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for d.Encryptor.KeyStatus(cli.DemoTenant, d.DemoKey.String()) != events.KeyStatusAvailable && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r := run(t, d.URL(), "", "asset", "put", "--tenant", "demo", "--id", "after-enable", src); r.code != 0 || !strings.Contains(r.stdout, "customer (covered)") {
+		t.Fatalf("put with the demo key enabled again: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "dev", "key", "toggle", "demo"); r.code != 2 {
+		t.Fatalf("bad verb: %+v", r)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel"
 
 	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/ledger"
@@ -205,6 +207,13 @@ func ensureDemoTenant(ctx context.Context, js jetstream.JetStream, key kms.KeyUR
 	return err
 }
 
+func mustAbs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
 func portInUse(host string, port int) bool {
 	if host == "" {
 		host = "127.0.0.1"
@@ -270,6 +279,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 	f.IntVar(&o.Port, "port", 4222, "port NATS listens on (0: any free port)")
 	f.StringVar(&o.HTTPAddr, "http-addr", envOr(a.Getenv, "KEYWARD_HTTP_ADDR", "127.0.0.1:9464"), "address of /healthz, /readyz and /metrics; empty disables (env KEYWARD_HTTP_ADDR)")
 	f.StringVar(&logLevel, "log-level", envOr(a.Getenv, "KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYWARD_LOG_LEVEL)")
+	cmd.AddCommand(a.devKeyCmd())
 	return cmd
 }
 
@@ -301,4 +311,85 @@ func envOr(getenv func(string) string, name, def string) string {
 		return v
 	}
 	return def
+}
+
+// devKeyCmd lets a developer play the customer: disable or enable one of
+// the local keys `keyward dev` created, and watch Keyward react.
+func (a *App) devKeyCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "key (create|disable|enable) (platform|fallback|demo|NAME|PATH)",
+		Short: "Create, disable or enable a local key, as a customer would in their KMS",
+		Long: `key manages the localkms key files of keyward dev (in <data-dir>/keys).
+
+  create NAME     creates <data-dir>/keys/NAME.key and prints its key URI;
+                  tenants can use it as localkms://NAME.key (tenant apply --allow-local-keys)
+  disable demo    disables the demo tenant's key: the next asset of tenant demo
+                  is rejected with customer_key_revoked. A revocation is the
+                  customer's decision, so nothing is stored, not even under the
+                  fallback key.
+  enable demo     restores it.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var disable bool
+			switch args[0] {
+			case "create":
+				if strings.ContainsAny(args[1], "/\\") || args[1] == "" {
+					return usagef("name the key without a path, e.g. acme")
+				}
+				key, err := devKey(filepath.Join(mustAbs(dataDir), "keys"), args[1]+".key")
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "%s\n(keyward dev resolves \"localkms://%s.key\" to it, as in the README's tenant example)\n", key, args[1])
+				return nil
+			case "disable":
+				disable = true
+			case "enable":
+			default:
+				return usagef("want create, disable or enable, not %q", args[0])
+			}
+			path := args[1]
+			switch args[1] {
+			case "platform", "fallback":
+				path = filepath.Join(dataDir, "keys", args[1]+".key")
+			case "demo":
+				path = filepath.Join(dataDir, "keys", "demo-customer.key")
+			}
+			if err := localkms.SetDisabled(path, disable); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "%s is now %s\n", path, map[bool]string{true: "disabled", false: "enabled"}[disable])
+			if args[1] != "demo" {
+				return nil
+			}
+			// Play the key-health monitor too: record the new status, so the
+			// encryptor flushes its cached seeds of the key at once instead
+			// of after the seed cache's maximum age.
+			key, err := kms.ParseKeyURI("localkms://" + mustAbs(path))
+			if err != nil {
+				return err
+			}
+			nc, js, err := a.connect()
+			if err != nil {
+				return fmt.Errorf("the key file is changed, but its status could not be recorded: %w", err)
+			}
+			defer nc.Close()
+			kv, err := js.KeyValue(cmd.Context(), events.BucketKeyStatus)
+			if err != nil {
+				return err
+			}
+			st, prev, reason := events.KeyStatusAvailable, events.KeyStatusRevoked, "key enabled (keyward dev key)"
+			if disable {
+				st, prev, reason = events.KeyStatusRevoked, events.KeyStatusAvailable, "key_disabled (keyward dev key)"
+			}
+			if err := keystatus.Put(cmd.Context(), kv, keystatus.Record{TenantID: DemoTenant, KeyURI: key.String(), Status: st, Previous: prev, Reason: reason}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "key status of tenant %s: %s\n", DemoTenant, st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", envOr(a.Getenv, "KEYWARD_DATA_DIR", ".keyward"), "the data dir of keyward dev (env KEYWARD_DATA_DIR)")
+	return cmd
 }

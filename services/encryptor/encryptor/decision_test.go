@@ -54,6 +54,12 @@ func TestDecisionTable(t *testing.T) {
 	if err := removeFile(deleted.KeyID); err != nil {
 		t.Fatal(err)
 	}
+	s.apply(&tenant.Config{
+		TenantID: "aws-tenant",
+		Keys: []tenant.Key{{URI: "awskms://arn:aws:kms:eu-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+			Role: tenant.RolePrimary, EnrolledAt: time.Now().Add(-time.Hour).UTC()}},
+		Services: []string{"*"}, LicensedUsers: []string{"*"}, Fallback: true,
+	})
 	degraded := s.enroll("degraded")
 	s.setStatus("degraded", degraded, events.KeyStatusDegraded)
 
@@ -74,6 +80,7 @@ func TestDecisionTable(t *testing.T) {
 		{"covered, key degraded", "degraded", nil, want{mode: events.ModeCustomer, coverage: "covered"}, degraded},
 		{"key unavailable, fallback on", "down", nil, want{mode: events.ModeFallback, coverage: "covered"}, s.fallback},
 		{"key unavailable, fallback off", "down-strict", nil, want{reason: events.ReasonCustomerKeyUnavailable}, kms.KeyURI{}},
+		{"key's provider not in this build, fallback on", "aws-tenant", nil, want{mode: events.ModeFallback, coverage: "covered"}, s.fallback},
 		{"key revoked (status)", "revoked-kv", nil, want{reason: events.ReasonCustomerKeyRevoked}, kms.KeyURI{}},
 		{"key revoked (live: disabled)", "revoked-live", nil, want{reason: events.ReasonCustomerKeyRevoked}, kms.KeyURI{}},
 		{"key revoked (live: deleted), fallback on", "deleted-live", nil, want{reason: events.ReasonCustomerKeyRevoked}, kms.KeyURI{}},

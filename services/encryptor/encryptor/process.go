@@ -526,6 +526,10 @@ func (w *Worker) seed(ctx context.Context, cfg *tenant.Config, asset tenant.Asse
 		observed = events.KeyStatusRevoked
 	case kms.IsEndpointFailure(err):
 		observed = events.KeyStatusUnavailable
+	case kms.CodeOf(err) == kms.CodeInvalidArgument:
+		// The key's provider is not available in this deployment (or the
+		// URI is unusable): as good as unreachable, and no retry will help.
+		observed = events.KeyStatusUnavailable
 	default:
 		// Throttling and internal errors: retry with backoff; the key is
 		// not gone.
