@@ -16,14 +16,14 @@ import (
 
 // Sizes of the Cobblestone-256 instantiation, in bytes.
 const (
-	KeySize            = 32                     // input key and AEAD key size
-	SaltSize           = 24                     // random per-message salt
-	CommitmentSize     = 32                     // key commitment
+	KeySize            = 32                        // input key and AEAD key size
+	SaltSize           = 24                        // random per-message salt
+	CommitmentSize     = 32                        // key commitment
 	HeaderSize         = SaltSize + CommitmentSize // salt || commitment
-	ChunkSize          = 16384                  // plaintext bytes in a full chunk
-	TagSize            = 16                     // AES-GCM tag
-	NonceSize          = 12                     // AES-GCM nonce (and base nonce)
-	EncryptedChunkSize = ChunkSize + TagSize    // ciphertext bytes of a full chunk
+	ChunkSize          = 16384                     // plaintext bytes in a full chunk
+	TagSize            = 16                        // AES-GCM tag
+	NonceSize          = 12                        // AES-GCM nonce (and base nonce)
+	EncryptedChunkSize = ChunkSize + TagSize       // ciphertext bytes of a full chunk
 
 	// AEADName is the IANA name of the AEAD, bound into the key derivation.
 	AEADName = "AEAD_AES_256_GCM"
@@ -31,7 +31,7 @@ const (
 
 // MaxPlaintextSize is the largest message the format can carry: 2^38 chunks,
 // the last of which is short, i.e. 4 PiB - 1 byte.
-const MaxPlaintextSize = maxChunks*ChunkSize - 1
+const MaxPlaintextSize = 1<<52 - 1
 
 const (
 	// maxChunks is the number of chunk counters: a counter must stay below it.
@@ -66,9 +66,9 @@ var (
 )
 
 var (
-	errKeyDestroyed  = errors.New("cobblestone: message key is nil or destroyed")
-	errWriterClosed  = errors.New("cobblestone: Writer used after Close")
-	errNegativeOffet = errors.New("cobblestone: negative offset")
+	errKeyDestroyed   = errors.New("cobblestone: message key is nil or destroyed")
+	errWriterClosed   = errors.New("cobblestone: Writer used after Close")
+	errNegativeOffset = errors.New("cobblestone: negative offset")
 )
 
 // CiphertextSize returns the exact ciphertext length (header included) of a
@@ -247,12 +247,13 @@ func WithConcurrency(n int) Option {
 
 // WithSalt fixes the salt of NewWriter. It exists for known-answer tests only:
 // a salt must never repeat under one input key. It must be SaltSize bytes.
+// Readers and raw mode ignore it.
 func WithSalt(salt []byte) Option {
 	return func(o *options) { o.salt = append([]byte(nil), salt...) }
 }
 
 // WithRand sets the source of the salt of NewWriter; the default is
-// crypto/rand.Reader.
+// crypto/rand.Reader. Readers and raw mode ignore it.
 func WithRand(r io.Reader) Option {
 	return func(o *options) { o.rand = r }
 }
@@ -299,7 +300,8 @@ type aeadState struct {
 // newAEADState builds the AES-256-GCM instance of key; the AEAD keeps only its
 // expanded key schedule, the caller may destroy key afterwards.
 func newAEADState(key *MessageKey) (*aeadState, error) {
-	if key == nil || key.m == nil {
+	// An all-zero key is what a copy of a destroyed MessageKey holds.
+	if key == nil || key.m == nil || *key.m == ([messageKeySize]byte{}) {
 		return nil, errKeyDestroyed
 	}
 	block, err := aes.NewCipher(key.m[:KeySize])
@@ -326,8 +328,9 @@ func (s *aeadState) nonce(dst *[NonceSize]byte, idx uint64) {
 	dst[11] ^= byte(idx)
 }
 
-// headerState derives the message key for inputKey/context from a fresh
-// header, builds the AEAD and destroys the derived key.
+// newHeader picks a salt, derives the message key and commitment for
+// inputKey and context, builds the AEAD, destroys the derived key, and
+// returns the AEAD state and the salt || commitment header.
 func newHeader(inputKey, context []byte, o *options) (*aeadState, []byte, error) {
 	if len(inputKey) != KeySize {
 		return nil, nil, fmt.Errorf("%w: input key is %d bytes, want %d", ErrInvalidKeySize, len(inputKey), KeySize)
