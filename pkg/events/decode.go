@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // ErrUndecodable is matched by errors from Decode when the bytes are not a
@@ -39,17 +40,46 @@ func Decode(typ string, data []byte, v any) error {
 	return nil
 }
 
+// assetCreatedWire is AssetCreated as it is decoded on the hot path: the
+// content is decoded by the same decoder (no nested decoder rescanning the
+// inline base64), with unknown fields refused at every level.
+type assetCreatedWire struct {
+	TenantID    string            `json:"tenant_id"`
+	AssetID     string            `json:"asset_id"`
+	Service     string            `json:"service"`
+	OwnerUserID string            `json:"owner_user_id"`
+	Origin      Origin            `json:"origin"`
+	CreatedAt   time.Time         `json:"created_at"`
+	Content     contentJSON       `json:"content"`
+	Size        *int64            `json:"size,omitempty"`
+	SHA256      string            `json:"sha256,omitempty"`
+	ContentType string            `json:"content_type,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
 // DecodeAssetCreated decodes and validates an AssetCreated event. The error
 // matches ErrUndecodable or ErrInvalid.
 func DecodeAssetCreated(data []byte) (*AssetCreated, error) {
-	var e AssetCreated
-	if err := Decode(TypeAssetCreated, data, &e); err != nil {
+	var w assetCreatedWire
+	if err := Decode(TypeAssetCreated, data, &w); err != nil {
 		return nil, err
 	}
-	if err := e.Validate(); err != nil {
-		return &e, err
+	e := &AssetCreated{
+		TenantID: w.TenantID, AssetID: w.AssetID, Service: w.Service, OwnerUserID: w.OwnerUserID,
+		Origin: w.Origin, CreatedAt: w.CreatedAt, Size: w.Size, SHA256: w.SHA256,
+		ContentType: w.ContentType, Metadata: w.Metadata,
+		Content: Content{Bucket: w.Content.Bucket, Object: w.Content.Object},
 	}
-	return &e, nil
+	if w.Content.Inline != nil {
+		e.Content.Inline = *w.Content.Inline
+		if e.Content.Inline == nil {
+			e.Content.Inline = []byte{}
+		}
+	}
+	if err := e.Validate(); err != nil {
+		return e, err
+	}
+	return e, nil
 }
 
 // DecodeAssetEncrypted decodes and validates an AssetEncrypted event.

@@ -394,3 +394,29 @@ func TestExponentialBackoff(t *testing.T) {
 		}
 	}
 }
+
+// The hot-path decoder and the Go type's own JSON decoding agree.
+func TestDecodeAssetCreatedMatchesUnmarshal(t *testing.T) {
+	for _, in := range []string{
+		`{"tenant_id":"acme","asset_id":"a","service":"team_chat","owner_user_id":"u","origin":"cloud","created_at":"2026-01-01T00:00:00Z","content":{"inline":""}}`,
+		`{"tenant_id":"acme","asset_id":"a","service":"team_chat","owner_user_id":"u","origin":"cloud","created_at":"2026-01-01T00:00:00Z","content":{"inline":"aGk="},"size":2,"metadata":{"k":"v"}}`,
+		`{"tenant_id":"acme","asset_id":"a","service":"team_chat","owner_user_id":"u","origin":"local_upload","created_at":"2026-01-01T00:00:00Z","content":{"bucket":"KW_STAGING","object":"acme/x"},"content_type":"video/mp4"}`,
+	} {
+		fast, err := events.DecodeAssetCreated([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var slow events.AssetCreated
+		if err := events.Decode(events.TypeAssetCreated, []byte(in), &slow); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := json.Marshal(fast)
+		b, _ := json.Marshal(&slow)
+		if string(a) != string(b) {
+			t.Errorf("decoders disagree:\n%s\n%s", a, b)
+		}
+	}
+	if _, err := events.DecodeAssetCreated([]byte(`{"content":{"inline":"aGk=","extra":1}}`)); !errors.Is(err, events.ErrUndecodable) {
+		t.Errorf("unknown content field: %v", err)
+	}
+}

@@ -218,39 +218,50 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 	defer close(stopped)
 	defer iter.Stop()
 
-	// Stage two (commit) runs one batch behind stage one (prepare).
-	commits := make(chan *staged, 1)
-	committed := make(chan struct{})
-	go func() {
-		defer close(committed)
-		for st := range commits {
-			w.commit(context.WithoutCancel(ctx), st)
-		}
-	}()
-	defer func() { close(commits); <-committed }()
-
-	for {
-		first, ok := <-msgs
-		if !ok {
-			return nil
-		}
-		batch := []jetstream.Msg{first}
-	fill:
-		for len(batch) < w.o.BatchSize {
-			select {
-			case m, ok := <-msgs:
-				if !ok {
-					break fill
+	// Lanes: each takes a batch, prepares it and commits it; several lanes
+	// keep several batches in flight, so one batch's waits (vault acks,
+	// publish acks, the ledger fsync) overlap another's work.
+	var lanes sync.WaitGroup
+	for range w.o.Lanes {
+		lanes.Add(1)
+		go func() {
+			defer lanes.Done()
+			for {
+				batch := nextBatch(msgs, w.o.BatchSize)
+				if batch == nil {
+					return
 				}
-				batch = append(batch, m)
-			default:
-				break fill
+				// A batch is finished even while shutting down: its work
+				// is done or cheap to settle; ctx only stops new batches.
+				bctx := context.WithoutCancel(ctx)
+				w.commit(bctx, w.prepare(bctx, batch))
 			}
-		}
-		// A batch is finished even while shutting down: its work is done
-		// or cheap to settle; ctx only stops new batches.
-		commits <- w.prepare(context.WithoutCancel(ctx), batch)
+		}()
 	}
+	lanes.Wait()
+	return nil
+}
+
+// nextBatch waits for one message, then takes whatever else has arrived, up
+// to max. It returns nil once msgs is closed and drained.
+func nextBatch(msgs <-chan jetstream.Msg, max int) []jetstream.Msg {
+	first, ok := <-msgs
+	if !ok {
+		return nil
+	}
+	batch := []jetstream.Msg{first}
+	for len(batch) < max {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (w *Worker) flushKey(r keystatus.Record) {

@@ -19,6 +19,7 @@ import (
 // Defaults of the encryptor. docs/operations.md explains each.
 const (
 	DefaultBatchSize      = 256
+	DefaultLanes          = 4
 	DefaultMaxInlineBytes = 256 << 10
 	DefaultMaxAssetBytes  = 64 << 30
 	DefaultMaxDeliver     = 10
@@ -52,6 +53,8 @@ type Options struct {
 	BatchSize int
 	// Concurrency is how many assets of a batch are processed at once.
 	Concurrency int
+	// Lanes is how many batches are in flight at once (default 4).
+	Lanes int
 	// ChunkConcurrency seals the chunks of one large asset on this many
 	// cores (cobblestone.WithConcurrency).
 	ChunkConcurrency int
@@ -102,6 +105,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4 * runtime.GOMAXPROCS(0)
+	}
+	if o.Lanes <= 0 {
+		o.Lanes = DefaultLanes
 	}
 	if o.ChunkConcurrency <= 0 {
 		o.ChunkConcurrency = runtime.GOMAXPROCS(0)

@@ -83,9 +83,8 @@ type deferredPut struct {
 	finish func(info *jetstream.ObjectInfo) (*events.AssetEncrypted, error)
 }
 
-// A batch goes through two stages, run concurrently on consecutive batches
-// (while one batch waits for the ledger fsync and the publish acks, the
-// next is decrypted... encrypted and stored):
+// A batch goes through two stages; several batches are in flight at once
+// (Options.Lanes), so one batch's waits overlap another's work:
 //
 //	prepare: process every message (concurrently) → store the small
 //	         ciphertexts together (one round trip)
@@ -492,7 +491,10 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 
 	md, _ := m.Metadata()
 	firstDelivery := md != nil && md.NumDelivered == 1
-	stop := keepAlive(m, w.o.AckWait/3)
+	stop := func() {}
+	if content.size > smallAsset {
+		stop = keepAlive(m, w.o.AckWait/3)
+	}
 	enc, err := w.store(ctx, r, ev, dec, key, seed, content, firstDelivery)
 	stop()
 	if err != nil {
