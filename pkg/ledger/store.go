@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -663,14 +664,15 @@ func hasPrefix(k, prefix []byte) bool {
 // Ref names one asset.
 type Ref struct{ TenantID, AssetID string }
 
-// GetMany reads several records in one read transaction. found[i] reports
-// whether refs[i] exists; recs[i] is its record.
-func (s *Store) GetMany(ctx context.Context, refs []Ref) (recs []Record, found []bool, err error) {
+// StreamSeqs returns the StreamSeq of each referenced record (0 when absent)
+// in one read transaction, decoding nothing else: what a projection needs
+// to skip events already recorded.
+func (s *Store) StreamSeqs(ctx context.Context, refs []Ref) ([]uint64, error) {
 	if err := s.ready(ctx); err != nil {
-		return nil, nil, fmt.Errorf("ledger: get many: %w", err)
+		return nil, fmt.Errorf("ledger: stream seqs: %w", err)
 	}
-	recs, found = make([]Record, len(refs)), make([]bool, len(refs))
-	err = s.db.View(func(tx *bbolt.Tx) error {
+	seqs := make([]uint64, len(refs))
+	err := s.db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketAssets)
 		for i, r := range refs {
 			if checkIDs(r.TenantID, r.AssetID) != nil {
@@ -681,16 +683,21 @@ func (s *Store) GetMany(ctx context.Context, refs []Ref) (recs []Record, found [
 			if v == nil {
 				continue
 			}
-			rec, err := decodeRecord(key, v)
-			if err != nil {
+			if err := checkVersionByte(key, v); err != nil {
 				return err
 			}
-			recs[i], found[i] = rec, true
+			var p struct {
+				StreamSeq uint64 `json:"stream_seq"`
+			}
+			if err := json.Unmarshal(v[1:], &p); err != nil {
+				return fmt.Errorf("record %q: %w: %w", printableKey(key), ErrCorrupt, err)
+			}
+			seqs[i] = p.StreamSeq
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("ledger: get many: %w", s.mapErr(err))
+		return nil, fmt.Errorf("ledger: stream seqs: %w", s.mapErr(err))
 	}
-	return recs, found, nil
+	return seqs, nil
 }

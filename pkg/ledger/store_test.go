@@ -1151,23 +1151,20 @@ func TestClosed(t *testing.T) {
 	}
 }
 
-func TestGetMany(t *testing.T) {
+func TestStreamSeqs(t *testing.T) {
 	s := newTestStore(t)
 	ctx := context.Background()
 	a := fullRecord()
 	b := fullRecord()
-	b.AssetID = "other"
+	b.AssetID, b.StreamSeq = "other", 42
 	if err := s.Put(ctx, a, b); err != nil {
 		t.Fatal(err)
 	}
-	recs, found, err := s.GetMany(ctx, []Ref{{a.TenantID, a.AssetID}, {"acme", "missing"}, {b.TenantID, b.AssetID}, {"", ""}})
+	seqs, err := s.StreamSeqs(ctx, []Ref{{a.TenantID, a.AssetID}, {"acme", "missing"}, {b.TenantID, b.AssetID}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !found[0] || found[1] || !found[2] || found[3] {
-		t.Fatalf("found = %v", found)
-	}
-	if recs[0].AssetID != a.AssetID || recs[2].AssetID != "other" || recs[0].KeyURI != a.KeyURI {
-		t.Fatalf("recs = %v", recs)
+	if seqs[0] != a.StreamSeq || seqs[1] != 0 || seqs[2] != 42 {
+		t.Fatalf("StreamSeqs = %v", seqs)
 	}
 }

@@ -16,6 +16,7 @@ import (
 )
 
 func main() {
+	svc.TuneGC(os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := encryptor.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {

@@ -138,7 +138,7 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, e
 		tenant, _ := events.TenantFromSubject(m.Subject())
 		refs[i] = ledger.Ref{TenantID: tenant, AssetID: m.Headers().Get(events.HeaderAssetID)}
 	}
-	known, found, err := p.store.GetMany(ctx, refs)
+	known, err := p.store.StreamSeqs(ctx, refs)
 	if err != nil {
 		return 0, err
 	}
@@ -148,7 +148,7 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, e
 			return 0, err
 		}
 		lastSeq, pending = md.Sequence.Stream, md.NumPending
-		if found[i] && known[i].StreamSeq == md.Sequence.Stream {
+		if known[i] == md.Sequence.Stream {
 			continue
 		}
 		rec, ok := p.recordFor(ctx, m, md.Sequence.Stream, recs, index)

@@ -2,6 +2,7 @@ package encryptor
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -16,6 +17,8 @@ type metrics struct {
 	assets      metric.Int64Counter
 	batchTime   metric.Float64Histogram
 	batchAssets metric.Int64Histogram
+
+	attrs sync.Map // label values → metric.MeasurementOption, built once
 }
 
 func newMetrics(m metric.Meter) (*metrics, error) {
@@ -40,12 +43,17 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 }
 
 func (m *metrics) asset(ctx context.Context, r *result, settled events.Settlement) {
-	m.assets.Add(ctx, 1, metric.WithAttributes(
-		attribute.String("outcome", r.kind.String()),
-		attribute.String("mode", string(r.mode)),
-		attribute.String("reason", string(r.reason)),
-		attribute.String("settlement", string(settled)),
-	))
+	key := [4]string{r.kind.String(), string(r.mode), string(r.reason), string(settled)}
+	opt, ok := m.attrs.Load(key)
+	if !ok {
+		opt, _ = m.attrs.LoadOrStore(key, metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("outcome", key[0]),
+			attribute.String("mode", key[1]),
+			attribute.String("reason", key[2]),
+			attribute.String("settlement", key[3]),
+		)))
+	}
+	m.assets.Add(ctx, 1, opt.(metric.AddOption))
 }
 
 func (m *metrics) batch(ctx context.Context, d time.Duration, n int) {
