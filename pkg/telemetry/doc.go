@@ -52,8 +52,10 @@
 //	OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION       gzip or none (default)
 //	OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE       PEM file of CAs to trust (https endpoints)
 //	OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY   PEM files for mTLS
-//	OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG  always_on, always_off, traceidratio, parentbased_always_on (default),
-//	                                      parentbased_always_off, parentbased_traceidratio; ARG is the ratio 0..1
+//	OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG  always_on, always_off, traceidratio, parentbased_always_on (default
+//	                                      when spans are exported), parentbased_always_off (default when nothing
+//	                                      exports: root spans are not recorded for nothing, a sampled parent stays
+//	                                      sampled), parentbased_traceidratio; ARG is the ratio 0..1
 //	OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT (ms), OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE
 //
 // The TRACES_ variant of a variable wins over the generic one. The scheme of

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,6 +92,12 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 
 	sampler := env.sampler()
 	export := env.resolveTraceExport()
+	if export.endpoint == "" && strings.TrimSpace(getenv(envTracesSampler)) == "" {
+		// Nothing exports spans: do not record root spans for nothing.
+		// Span contexts are still created and propagated, and a sampled
+		// parent from upstream stays sampled downstream.
+		sampler = sdktrace.ParentBased(sdktrace.NeverSample())
+	}
 	envAttrs := env.resourceAttributes()
 
 	serviceName := cfg.ServiceName
