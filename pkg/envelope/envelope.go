@@ -156,13 +156,9 @@ func NewReader(ctx context.Context, r io.Reader, id Identity, u Unwrapper, opts 
 	if err := id.validate(); err != nil {
 		return nil, err
 	}
-	h, raw, err := ReadHeader(r)
+	h, raw, seed, err := openHeader(ctx, r, u)
 	if err != nil {
 		return nil, err
-	}
-	seed, err := u.Unwrap(ctx, h)
-	if err != nil {
-		return nil, fmt.Errorf("envelope: unwrapping the seed: %w", err)
 	}
 	defer seed.Destroy()
 	cr, err := cobblestone.NewReader(r, seed.Bytes(), Context(id, h.KeyURI, raw), opts...)
@@ -170,6 +166,19 @@ func NewReader(ctx context.Context, r io.Reader, id Identity, u Unwrapper, opts 
 		return nil, err
 	}
 	return &Reader{Reader: cr, Header: h}, nil
+}
+
+// openHeader reads the header from r and unwraps its seed.
+func openHeader(ctx context.Context, r io.Reader, u Unwrapper) (*Header, []byte, *kms.Secret, error) {
+	h, raw, err := ReadHeader(r)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	seed, err := u.Unwrap(ctx, h)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("envelope: unwrapping the seed: %w", err)
+	}
+	return h, raw, seed, nil
 }
 
 // ReaderAt decrypts byte ranges of a ciphertext held by an io.ReaderAt,
@@ -186,13 +195,9 @@ func NewReaderAt(ctx context.Context, r io.ReaderAt, size int64, id Identity, u 
 	if err := id.validate(); err != nil {
 		return nil, err
 	}
-	h, raw, err := ReadHeader(io.NewSectionReader(r, 0, size))
+	h, raw, seed, err := openHeader(ctx, io.NewSectionReader(r, 0, size), u)
 	if err != nil {
 		return nil, err
-	}
-	seed, err := u.Unwrap(ctx, h)
-	if err != nil {
-		return nil, fmt.Errorf("envelope: unwrapping the seed: %w", err)
 	}
 	defer seed.Destroy()
 	n := int64(len(raw))

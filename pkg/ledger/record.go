@@ -9,32 +9,25 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/pkg/events"
 )
 
-// Mode is the key an encrypted asset's seed is wrapped under.
-type Mode string
+// Mode is the key an encrypted asset's seed is wrapped under: the contract's
+// mode (customer, fallback or platform), shared with the events.
+type Mode = events.Mode
 
 // The encryption modes (see the encryption decision in ARCHITECTURE.md).
 const (
 	// ModeCustomer: the tenant's own KMS key.
-	ModeCustomer Mode = "customer"
+	ModeCustomer = events.ModeCustomer
 	// ModeFallback: the platform backup key, used while the customer key is
 	// unreachable; such records carry Reencrypt=true until healed.
-	ModeFallback Mode = "fallback"
+	ModeFallback = events.ModeFallback
 	// ModePlatform: the platform key, for assets the tenant's key does not cover.
-	ModePlatform Mode = "platform"
+	ModePlatform = events.ModePlatform
 )
 
-// Valid reports whether m is one of ModeCustomer, ModeFallback, ModePlatform.
-func (m Mode) Valid() bool {
-	switch m {
-	case ModeCustomer, ModeFallback, ModePlatform:
-		return true
-	}
-	return false
-}
-
-// Modes lists the valid modes in index order.
 func Modes() []Mode { return []Mode{ModeCustomer, ModeFallback, ModePlatform} }
 
 // State is the terminal state of an asset.

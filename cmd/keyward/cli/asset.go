@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,13 +57,11 @@ platform), or why it was not stored. Exit status 3 when it was rejected.`,
 			if err := events.ValidateAssetID(id); err != nil {
 				return usagef("asset id %q (from the file name; set --id): %v", id, err)
 			}
-			nc, js, err := a.connect()
+			ctx, nc, js, done, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-			defer cancel()
+			defer done()
 			p, err := producer.New(ctx, nc, js, producer.WithInlineLimit(inlineLimit))
 			if err != nil {
 				return err
@@ -156,13 +153,11 @@ HPKE key, and decrypts locally, fetching only the chunks needed.
 			if err := events.ValidateAssetID(id); err != nil {
 				return usagef("asset id: %v", err)
 			}
-			nc, js, err := a.connect()
+			ctx, nc, js, done, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-			defer cancel()
+			defer done()
 			store, err := vault.Open(ctx, js, events.BucketVault)
 			if err != nil {
 				return err

@@ -61,13 +61,11 @@ func (a *App) dlqListCmd() *cobra.Command {
 		Short: "List dead letters with their reason, origin and detail",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, js, err := a.connect()
+			ctx, _, js, done, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-			defer cancel()
+			defer done()
 			letters, err := readDeadLetters(ctx, js, reason, limit)
 			if err != nil {
 				return err
@@ -102,13 +100,11 @@ same way comes back to KW_DLQ.`,
 			if all == (len(args) > 0) {
 				return usagef("name dead letters by sequence, or pass --all")
 			}
-			nc, js, err := a.connect()
+			ctx, _, js, done, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-			defer cancel()
+			defer done()
 			stream, err := js.Stream(ctx, events.StreamDLQ)
 			if err != nil {
 				return err

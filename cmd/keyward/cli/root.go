@@ -114,6 +114,17 @@ func (a *App) connect() (*nats.Conn, jetstream.JetStream, error) {
 	return nc, js, nil
 }
 
+// session connects to NATS and bounds the command by --timeout. Call done
+// when the command is finished.
+func (a *App) session(cmd *cobra.Command) (ctx context.Context, nc *nats.Conn, js jetstream.JetStream, done func(), err error) {
+	nc, js, err = a.connect()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+	return ctx, nc, js, func() { cancel(); nc.Close() }, nil
+}
+
 func (a *App) printJSON(v any) error {
 	enc := json.NewEncoder(a.Stdout)
 	enc.SetIndent("", "  ")

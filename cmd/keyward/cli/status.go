@@ -57,13 +57,11 @@ func (a *App) statusCmd() *cobra.Command {
 		Short: "Streams, consumers and their backlogs, dead letters by reason, buckets",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, js, err := a.connect()
+			ctx, _, js, done, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-			defer cancel()
+			defer done()
 			st, err := CollectStatus(ctx, js)
 			if err != nil {
 				return err

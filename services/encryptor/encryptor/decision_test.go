@@ -126,7 +126,7 @@ func TestDecisionTable(t *testing.T) {
 				t.Errorf("pending_reencryption = %v for mode %s", e.PendingReencryption, e.Mode)
 			}
 			rec, err := s.ledger.Get(context.Background(), row.tenant, assetID)
-			if err != nil || rec.Mode != ledger.Mode(e.Mode) || rec.KeyURI != e.KeyURI || rec.Reencrypt != e.PendingReencryption {
+			if err != nil || rec.Mode != e.Mode || rec.KeyURI != e.KeyURI || rec.Reencrypt != e.PendingReencryption {
 				t.Fatalf("ledger = %+v, %v", rec, err)
 			}
 			// The ciphertext's own header names the same key.

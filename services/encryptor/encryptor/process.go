@@ -344,7 +344,7 @@ func (w *Worker) duplicate(ctx context.Context, r *result, ev *events.AssetCreat
 	}
 	switch {
 	case rec.State == ledger.StateEncrypted:
-		r.kind, r.mode = kindDuplicate, events.Mode(rec.Mode)
+		r.kind, r.mode = kindDuplicate, rec.Mode
 		enc := projector.ToEncrypted(rec)
 		r.notify = encryptedOutgoing(enc)
 		if rec.StreamSeq == 0 {
