@@ -52,6 +52,7 @@ type Worker struct {
 	metrics   *metrics
 
 	consumerReady chan struct{}
+	consumerOnce  sync.Once
 
 	inflightMu sync.Mutex
 	inflight   map[string]struct{} // tenant/asset of every asset being processed
@@ -173,16 +174,29 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer w.broker.Stop()
 
-	cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamIngest, ConsumerConfig(w.o))
-	if err != nil {
+	// Consume until ctx ends. If the consumer goes away under the worker
+	// (deleted by an operator, a stream restored, a leadership change the
+	// client cannot ride out), it is declared again and consuming resumes.
+	delay := 250 * time.Millisecond
+	for {
+		cons, err := w.d.JS.CreateOrUpdateConsumer(ctx, events.StreamIngest, ConsumerConfig(w.o))
+		if err == nil {
+			w.consumerOnce.Do(func() { close(w.consumerReady) })
+			w.log.Info("encryptor consuming", "consumer", events.ConsumerEncryptor, "batch", w.o.BatchSize, "lanes", w.o.Lanes, "concurrency", w.o.Concurrency)
+			err = w.consume(ctx, cons)
+			delay = 250 * time.Millisecond
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("encryptor: declaring consumer %s: %w", events.ConsumerEncryptor, err)
+		w.log.Warn("consuming stopped; declaring the consumer again", "consumer", events.ConsumerEncryptor, "error", err, "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 10*time.Second)
 	}
-	close(w.consumerReady)
-	w.log.Info("encryptor running", "consumer", events.ConsumerEncryptor, "batch", w.o.BatchSize, "concurrency", w.o.Concurrency)
-	return w.consume(ctx, cons)
 }
 
 // consume pulls messages continuously and hands them over in batches: a
@@ -194,13 +208,17 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		return fmt.Errorf("encryptor: consuming: %w", err)
 	}
 	msgs := make(chan jetstream.Msg, w.o.BatchSize)
+	var iterErr error
 	go func() {
 		defer close(msgs)
 		for {
 			m, err := iter.Next()
 			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					w.log.Error("message iterator failed", "error", err)
+				// Reconnects and missed heartbeats are handled inside the
+				// iterator; what reaches here ends it (stopped, drained,
+				// consumer deleted, connection closed).
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() == nil {
+					iterErr = err
 				}
 				return
 			}
@@ -239,7 +257,10 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer) error {
 		}()
 	}
 	lanes.Wait()
-	return nil
+	if iterErr == nil && ctx.Err() == nil {
+		iterErr = errors.New("message iterator closed")
+	}
+	return iterErr
 }
 
 // nextBatch waits for one message, then takes whatever else has arrived, up
