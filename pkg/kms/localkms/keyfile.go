@@ -129,7 +129,8 @@ func parseKeyFile(data []byte) (*keyFile, error) {
 	}
 	switch {
 	case kf.Format != Format:
-		return nil, fmt.Errorf("format is %q, want %q", kf.Format, Format)
+		// The value is not quoted: a mangled file could have anything there.
+		return nil, fmt.Errorf("format is not %q", Format)
 	case !keyIDRe.MatchString(kf.KeyID):
 		return nil, errors.New("key_id is not 32 lowercase hex digits")
 	case len(kf.Versions) == 0:
