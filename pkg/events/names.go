@@ -45,6 +45,7 @@ const (
 	prefixAssetReencrypted = "keyward.asset.reencrypted."
 	prefixKeyStatus        = "keyward.key.status."
 	prefixKeyUnwrap        = "keyward.key.unwrap."
+	prefixKeyEnroll        = "keyward.key.enroll."
 	prefixDLQ              = "keyward.dlq."
 )
 
@@ -56,6 +57,7 @@ const (
 	SubjectAssetReencryptedAll = prefixAssetReencrypted + "*"
 	SubjectKeyStatusAll        = prefixKeyStatus + "*"
 	SubjectKeyUnwrapAll        = prefixKeyUnwrap + "*"
+	SubjectKeyEnrollAll        = prefixKeyEnroll + "*"
 	SubjectDLQAll              = prefixDLQ + "*"
 )
 
@@ -77,6 +79,9 @@ func SubjectKeyStatus(tenant string) string { return prefixKeyStatus + tenant }
 
 // SubjectKeyUnwrap is the key broker's request-reply subject for tenant.
 func SubjectKeyUnwrap(tenant string) string { return prefixKeyUnwrap + tenant }
+
+// SubjectKeyEnroll is the enrollment service's request-reply subject for tenant.
+func SubjectKeyEnroll(tenant string) string { return prefixKeyEnroll + tenant }
 
 // SubjectDLQ is the dead-letter subject for reason. Reasons are stable
 // snake_case codes (see the Reason constants); anything else is mapped to

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,7 @@ var errCallTimeout = errors.New("kms: per-call timeout")
 // the same conformance suite). It is safe for concurrent use.
 type Client struct {
 	providers map[string]Provider
+	limiters  limiters
 	timeout   time.Duration
 	tracer    trace.Tracer
 	calls     metric.Int64Counter
@@ -68,6 +70,7 @@ func (f clientOptionFunc) applyClient(c *clientConfig) { f(c) }
 
 type clientConfig struct {
 	providers map[string]Provider
+	limits    map[string]RateLimit
 	timeout   time.Duration
 	mp        metric.MeterProvider
 	tp        trace.TracerProvider
@@ -117,7 +120,7 @@ func WithTracerProvider(tp trace.TracerProvider) ClientOption {
 
 // NewClient returns a Client with the given providers and options.
 func NewClient(opts ...ClientOption) *Client {
-	cfg := clientConfig{providers: map[string]Provider{}, timeout: DefaultCallTimeout}
+	cfg := clientConfig{providers: map[string]Provider{}, limits: DefaultRateLimits(), timeout: DefaultCallTimeout}
 	for _, o := range opts {
 		if o != nil {
 			o.applyClient(&cfg)
@@ -132,6 +135,7 @@ func NewClient(opts ...ClientOption) *Client {
 	meter := cfg.mp.Meter(instrumentationName)
 	c := &Client{
 		providers: cfg.providers,
+		limiters:  limiters{limits: cfg.limits, byEnd: map[string]*rate.Limiter{}},
 		timeout:   cfg.timeout,
 		tracer:    cfg.tp.Tracer(instrumentationName),
 	}
@@ -350,6 +354,9 @@ func runCall[T any](c *Client, ctx context.Context, op string, key KeyURI, ec En
 	if err := ctx.Err(); err != nil {
 		return zero, c.canceledError(op, key, ctx)
 	}
+	if err := c.waitTurn(ctx, op, key); err != nil {
+		return zero, err
+	}
 
 	callCtx, cancel := context.WithTimeoutCause(ctx, c.timeout, errCallTimeout)
 	defer cancel()
@@ -472,6 +479,7 @@ type clientCounters struct {
 	byOp     [len(ops)]atomic.Int64
 	failures [len(codes)]atomic.Int64
 	canceled atomic.Int64
+	limited  atomic.Int64
 }
 
 // ClientStats counts the calls made through a Client since NewClient. Every
@@ -486,6 +494,9 @@ type ClientStats struct {
 
 	Failures map[Code]int64 // failed calls by code (codes with no failure are absent)
 	Canceled int64          // calls abandoned because the caller's context ended (not in Failures)
+	// RateLimited counts calls refused by Keyward's own per-endpoint rate
+	// limiter without reaching the KMS (also counted in Failures as throttled).
+	RateLimited int64
 }
 
 // Stats returns a snapshot of the call counters.
@@ -497,6 +508,7 @@ func (c *Client) Stats() ClientStats {
 		Decrypt:         c.stats.byOp[2].Load(),
 		Failures:        map[Code]int64{},
 		Canceled:        c.stats.canceled.Load(),
+		RateLimited:     c.stats.limited.Load(),
 	}
 	for i, code := range codes {
 		if n := c.stats.failures[i].Load(); n > 0 {

@@ -55,6 +55,9 @@ type Decision struct {
 	// KeyURI is the customer key when Mode is events.ModeCustomer, "" for
 	// the platform and fallback modes (the caller knows its platform keys).
 	KeyURI string
+	// Replica is true when KeyURI is a replica used because the primary is
+	// unavailable.
+	Replica bool
 }
 
 // Coverage reports whether the asset is covered by the tenant's customer key
@@ -100,19 +103,40 @@ func (c *Config) Coverage(a Asset) Coverage {
 // endpoint, revoked for a disabled, denied or deleted key) and calls Decide
 // again with that status; there is no separate after-failure decision.
 func Decide(cfg *Config, a Asset, status events.KeyStatus) Decision {
+	// One status for all of the tenant's keys: replicas share the primary's.
+	return DecideKeys(cfg, a, func(string) events.KeyStatus { return status })
+}
+
+// DecideKeys is Decide for a tenant with replicas: statusOf gives the status
+// of any of the tenant's keys. When the primary is unavailable (an outage,
+// not a revocation), the first usable replica — the same key material served
+// by another endpoint — is used before the fallback key:
+//
+//	primary usable                         → customer, primary
+//	primary revoked                        → reject customer_key_revoked (replicas are not used:
+//	                                         a revocation is the customer's decision)
+//	primary unavailable, a replica usable  → customer, that replica (Decision.Replica)
+//	primary unavailable, no usable replica → fallback if allowed, else reject customer_key_unavailable
+func DecideKeys(cfg *Config, a Asset, statusOf func(keyURI string) events.KeyStatus) Decision {
 	cov := cfg.Coverage(a)
 	if !cov.Covered() {
 		return Decision{Mode: events.ModePlatform, Coverage: cov}
 	}
+	primary, _ := cfg.PrimaryKey()
+	status := statusOf(primary.URI)
 	switch {
 	case status.Usable():
-		primary, _ := cfg.PrimaryKey()
 		return Decision{Mode: events.ModeCustomer, Coverage: cov, KeyURI: primary.URI}
 	case status == events.KeyStatusRevoked:
 		return Decision{Reject: true, Reason: events.ReasonCustomerKeyRevoked, Coverage: cov}
-	case cfg.Fallback:
-		return Decision{Mode: events.ModeFallback, Coverage: cov}
-	default:
-		return Decision{Reject: true, Reason: events.ReasonCustomerKeyUnavailable, Coverage: cov}
 	}
+	for _, k := range cfg.Keys {
+		if k.Role == RoleReplica && statusOf(k.URI).Usable() {
+			return Decision{Mode: events.ModeCustomer, Coverage: cov, KeyURI: k.URI, Replica: true}
+		}
+	}
+	if cfg.Fallback {
+		return Decision{Mode: events.ModeFallback, Coverage: cov}
+	}
+	return Decision{Reject: true, Reason: events.ReasonCustomerKeyUnavailable, Coverage: cov}
 }

@@ -100,3 +100,50 @@ func TestDecideDoesNotModify(t *testing.T) {
 		t.Fatal("Decide changed the configuration")
 	}
 }
+
+func TestDecideKeysUsesReplicas(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := &Config{
+		TenantID: "acme",
+		Keys: []Key{
+			{URI: "awskms://alias/p?region=eu-west-2", Role: RolePrimary, EnrolledAt: t0},
+			{URI: "awskms://alias/r1?region=eu-west-1", Role: RoleReplica, EnrolledAt: t0},
+			{URI: "awskms://alias/r2?region=us-east-1", Role: RoleReplica, EnrolledAt: t0},
+		},
+		Services: []string{All}, LicensedUsers: []string{All}, Fallback: true,
+	}
+	a := Asset{Service: "team_chat", OwnerUserID: "u", Origin: events.OriginCloud, CreatedAt: t0.Add(time.Hour)}
+	status := func(m map[string]events.KeyStatus) func(string) events.KeyStatus {
+		return func(uri string) events.KeyStatus { return m[uri] }
+	}
+	tests := []struct {
+		name   string
+		st     map[string]events.KeyStatus
+		mode   events.Mode
+		key    string
+		reject events.Reason
+	}{
+		{"primary fine", nil, events.ModeCustomer, "awskms://alias/p?region=eu-west-2", ""},
+		{"primary down, first replica", map[string]events.KeyStatus{"awskms://alias/p?region=eu-west-2": events.KeyStatusUnavailable}, events.ModeCustomer, "awskms://alias/r1?region=eu-west-1", ""},
+		{"primary and first replica down", map[string]events.KeyStatus{
+			"awskms://alias/p?region=eu-west-2": events.KeyStatusUnavailable, "awskms://alias/r1?region=eu-west-1": events.KeyStatusUnavailable,
+		}, events.ModeCustomer, "awskms://alias/r2?region=us-east-1", ""},
+		{"all down: fallback", map[string]events.KeyStatus{
+			"awskms://alias/p?region=eu-west-2": events.KeyStatusUnavailable, "awskms://alias/r1?region=eu-west-1": events.KeyStatusUnavailable,
+			"awskms://alias/r2?region=us-east-1": events.KeyStatusRevoked,
+		}, events.ModeFallback, "", ""},
+		{"primary revoked: replicas not used", map[string]events.KeyStatus{"awskms://alias/p?region=eu-west-2": events.KeyStatusRevoked}, "", "", events.ReasonCustomerKeyRevoked},
+	}
+	for _, tt := range tests {
+		d := DecideKeys(cfg, a, status(tt.st))
+		if tt.reject != "" {
+			if !d.Reject || d.Reason != tt.reject {
+				t.Errorf("%s: %+v, want rejection %s", tt.name, d, tt.reject)
+			}
+			continue
+		}
+		if d.Reject || d.Mode != tt.mode || d.KeyURI != tt.key || d.Replica != (tt.key != "" && tt.key != "awskms://alias/p?region=eu-west-2") {
+			t.Errorf("%s: %+v, want %s %s", tt.name, d, tt.mode, tt.key)
+		}
+	}
+}

@@ -128,9 +128,9 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	}
 	opts := encryptor.Options{
 		PlatformKey: d.PlatformKey, FallbackKey: d.FallbackKey,
-		TenantValidation: []tenant.ValidateOption{tenant.AllowLocalKeys(true)},
-		Logger:           o.Logger,
-		MeterProvider:    mp,
+		AllowLocalCustomerKeys: true,
+		Logger:                 o.Logger,
+		MeterProvider:          mp,
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel, d.done = cancel, make(chan error, 1)

@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/keyward/keyward/pkg/enroll"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/ledger/projector"
@@ -46,6 +47,7 @@ type Worker struct {
 	keys      *keystatus.Cache
 	projector *projector.Projector
 	broker    *broker.Server
+	enroll    *enroll.Server
 	publisher *events.Publisher
 	settler   *events.Settler
 	tracer    trace.Tracer
@@ -78,9 +80,12 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encryptor: tenants bucket: %w", err)
 	}
-	if w.tenants, err = tenant.NewCache(ctx, tkv, tenant.WithLogger(w.log), tenant.WithValidateOptions(o.TenantValidation...)); err != nil {
+	tenantOpts := []tenant.Option{tenant.WithLogger(w.log), tenant.WithValidateOptions(tenant.AllowLocalKeys(o.AllowLocalCustomerKeys))}
+	if w.tenants, err = tenant.NewCache(ctx, tkv, tenantOpts...); err != nil {
 		return nil, err
 	}
+	w.enroll = enroll.NewServer(d.NC, tenant.NewStore(tkv, tenantOpts...), d.KMS, o.Platform,
+		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.WithLogger(w.log))
 	skv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
 	if err != nil {
 		return nil, fmt.Errorf("encryptor: key status bucket: %w", err)
@@ -173,6 +178,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer w.broker.Stop()
+	if err := w.enroll.Start(); err != nil {
+		return err
+	}
+	defer w.enroll.Stop()
 
 	// Consume until ctx ends. If the consumer goes away under the worker
 	// (deleted by an operator, a stream restored, a leadership change the

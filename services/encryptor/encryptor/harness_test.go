@@ -67,8 +67,8 @@ func newStackNoWorker(t testing.TB, opts ...func(*encryptor.Options)) *stack {
 	s.seeds = kms.NewSeedCache(s.client, kms.DefaultSeedCacheConfig())
 	s.opts = encryptor.Options{
 		PlatformKey: s.platform, FallbackKey: s.fallback,
-		TenantValidation: []tenant.ValidateOption{tenant.AllowLocalKeys(true)},
-		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		AllowLocalCustomerKeys: true,
+		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if testing.Verbose() {
 		s.opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

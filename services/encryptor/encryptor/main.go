@@ -16,8 +16,8 @@ import (
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/platform"
 	"github.com/keyward/keyward/pkg/svc"
-	"github.com/keyward/keyward/pkg/tenant"
 )
 
 // Config is the encryptor process's configuration: flags with environment
@@ -37,6 +37,7 @@ type Config struct {
 	AckWait          time.Duration
 	Failpoint        string
 	ShutdownDeadline time.Duration
+	PlatformConfig   string
 }
 
 // ParseConfig reads flags and environment.
@@ -46,6 +47,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	c.Common.Register(f, "encryptor")
 	f.String(&c.PlatformKey, "platform-key", "KEYWARD_PLATFORM_KEY", "", "key URI of the platform key (assets not covered by a customer key)")
 	f.String(&c.FallbackKey, "fallback-key", "KEYWARD_FALLBACK_KEY", "", "key URI of the platform fallback key (covered assets while the customer key is unreachable)")
+	f.String(&c.PlatformConfig, "platform-config", "KEYWARD_PLATFORM_CONFIG", "", "JSON file of the platform's identities and served regions (default: the dev identities)")
 	f.String(&c.LocalKMSDir, "localkms-dir", "KEYWARD_LOCALKMS_DIR", "", "base directory of relative localkms:// key paths")
 	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
 	f.Duration(&c.KMSTimeout, "kms-timeout", "KEYWARD_KMS_TIMEOUT", kms.DefaultCallTimeout, "bound of one KMS call")
@@ -91,13 +93,17 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	defer obs.Shutdown()
 	log := obs.Log
 
-	platform, err := kms.ParseKeyURI(cfg.PlatformKey)
+	platformKey, err := kms.ParseKeyURI(cfg.PlatformKey)
 	if err != nil {
 		return fmt.Errorf("KEYWARD_PLATFORM_KEY: %w", err)
 	}
 	fallback, err := kms.ParseKeyURI(cfg.FallbackKey)
 	if err != nil {
 		return fmt.Errorf("KEYWARD_FALLBACK_KEY: %w", err)
+	}
+	plat, err := platform.Load(cfg.PlatformConfig)
+	if err != nil {
+		return err
 	}
 	client := NewKMSClient(cfg.LocalKMSDir, cfg.KMSTimeout, obs.Telemetry.MeterProvider())
 	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(obs.Telemetry.MeterProvider()))
@@ -122,14 +128,15 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 
 	opts := Options{
-		PlatformKey: platform, FallbackKey: fallback,
+		PlatformKey: platformKey, FallbackKey: fallback,
 		BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency,
 		MaxInlineBytes: cfg.MaxInlineBytes, MaxAssetBytes: cfg.MaxAssetBytes,
 		MaxDeliver: cfg.MaxDeliver, AckWait: cfg.AckWait,
 		Logger: log, MeterProvider: obs.Telemetry.MeterProvider(),
+		Platform: plat,
 	}
 	if cfg.AllowLocalKeys {
-		opts.TenantValidation = []tenant.ValidateOption{tenant.AllowLocalKeys(true)}
+		opts.AllowLocalCustomerKeys = true
 	}
 	if cfg.Failpoint != "" {
 		point := cfg.Failpoint

@@ -13,7 +13,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/ledger"
-	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/platform"
 )
 
 // Defaults of the encryptor. docs/operations.md explains each.
@@ -68,9 +68,12 @@ type Options struct {
 	// AckWait is how long a delivered message may stay unacknowledged
 	// before JetStream redelivers it; long assets send progress to extend it.
 	AckWait time.Duration
-	// TenantValidation is passed to the tenant cache (tenant.AllowLocalKeys
-	// in dev mode).
-	TenantValidation []tenant.ValidateOption
+	// AllowLocalCustomerKeys accepts localkms:// customer keys in tenant
+	// configurations and enrollments (keyward dev and tests only).
+	AllowLocalCustomerKeys bool
+	// Platform describes the platform's identities and served regions
+	// (enrollment checks regions and tells tenants whom to grant).
+	Platform platform.Config
 	// Name names the worker in dead letters and ce-source (default "encryptor").
 	Name string
 
@@ -126,6 +129,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Name == "" {
 		o.Name = "encryptor"
+	}
+	if len(o.Platform.OCI.AllowedRegions) == 0 {
+		o.Platform.OCI.AllowedRegions = platform.DefaultOCIRegions
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

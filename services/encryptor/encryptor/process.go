@@ -454,13 +454,8 @@ func (w *Worker) settleRejected(r *result, ev *events.AssetCreated, reason event
 func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCreated, m jetstream.Msg) {
 	cfg, _ := w.tenants.Get(ev.TenantID)
 	asset := tenant.Asset{Service: ev.Service, OwnerUserID: ev.OwnerUserID, Origin: ev.Origin, CreatedAt: ev.CreatedAt}
-	status := events.KeyStatusUnknown
-	if cfg != nil {
-		if pk, ok := cfg.PrimaryKey(); ok {
-			status = w.keys.Status(ev.TenantID, pk.URI)
-		}
-	}
-	dec := tenant.Decide(cfg, asset, status)
+	st := &keyStatuses{w: w, tenant: ev.TenantID}
+	dec := tenant.DecideKeys(cfg, asset, st.of)
 	if dec.Reject {
 		w.settleRejected(r, ev, dec.Reason, rejectDetail(dec, cfg))
 		return
@@ -478,7 +473,7 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 	}
 	defer content.Close()
 
-	key, seed, dec, err := w.seed(ctx, cfg, asset, dec, ev, content.size)
+	key, seed, dec, err := w.seed(ctx, cfg, asset, dec, st, ev, content.size)
 	if err != nil {
 		r.retry(err)
 		return
@@ -506,51 +501,73 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 	}
 }
 
-// seed returns a seed for the decided key. If the customer key fails in
-// real traffic, the failure is an observation of its status and the
-// decision is taken again with it: fallback or reject.
-func (w *Worker) seed(ctx context.Context, cfg *tenant.Config, asset tenant.Asset, dec tenant.Decision, ev *events.AssetCreated, size int64) (kms.KeyURI, *kms.Seed, tenant.Decision, error) {
+// keyStatuses is what a decision knows of a tenant's keys: the watched
+// KW_KEY_STATUS, overridden by what this asset's own KMS calls observed.
+type keyStatuses struct {
+	w        *Worker
+	tenant   string
+	observed map[string]events.KeyStatus
+}
+
+func (k *keyStatuses) of(uri string) events.KeyStatus {
+	if s, ok := k.observed[uri]; ok {
+		return s
+	}
+	return k.w.keys.Status(k.tenant, uri)
+}
+
+func (k *keyStatuses) observe(uri string, s events.KeyStatus) {
+	if k.observed == nil {
+		k.observed = map[string]events.KeyStatus{}
+	}
+	k.observed[uri] = s
+}
+
+// seed returns a seed for the decided key. If a customer key fails in live
+// traffic, the failure is an observation of its status and the decision is
+// taken again with it: another replica, the fallback key, or a rejection.
+func (w *Worker) seed(ctx context.Context, cfg *tenant.Config, asset tenant.Asset, dec tenant.Decision, st *keyStatuses, ev *events.AssetCreated, size int64) (kms.KeyURI, *kms.Seed, tenant.Decision, error) {
 	ec := kms.NewEncryptionContext(ev.TenantID, kms.PurposeAssetSeed)
-	key, err := w.keyFor(dec)
-	if err != nil {
-		return kms.KeyURI{}, nil, dec, err
-	}
-	seed, err := w.d.Seeds.Seed(ctx, key, ec, size)
-	if err == nil || dec.Mode != events.ModeCustomer {
+	for attempt := 0; ; attempt++ {
+		key, err := w.keyFor(dec)
 		if err != nil {
-			err = fmt.Errorf("%s key %s: %w", dec.Mode, key, err)
+			return kms.KeyURI{}, nil, dec, err
 		}
-		return key, seed, dec, err
+		seed, err := w.d.Seeds.Seed(ctx, key, ec, size)
+		if err == nil {
+			return key, seed, dec, nil
+		}
+		if dec.Mode != events.ModeCustomer || attempt > len(cfg.Keys) {
+			return key, nil, dec, fmt.Errorf("%s key %s: %w", dec.Mode, key, err)
+		}
+		var observed events.KeyStatus
+		switch {
+		case kms.IsKeyUnusable(err):
+			observed = events.KeyStatusRevoked
+		case kms.IsEndpointFailure(err):
+			observed = events.KeyStatusUnavailable
+		case kms.CodeOf(err) == kms.CodeInvalidArgument:
+			// The key's provider is not available in this deployment (or
+			// the URI is unusable): as good as unreachable, and no retry
+			// will help.
+			observed = events.KeyStatusUnavailable
+		default:
+			// Throttling and internal errors: retry with backoff; the key
+			// is not gone.
+			return key, nil, dec, fmt.Errorf("customer key %s: %w", key, err)
+		}
+		w.log.Warn("customer key failed in live traffic", "tenant_id", ev.TenantID, "key_uri", key.String(), "observed", observed, "code", kms.CodeOf(err))
+		if dec.Replica && observed == events.KeyStatusRevoked {
+			// A replica that is unusable does not revoke the tenant's key:
+			// it is as good as unreachable for this asset.
+			observed = events.KeyStatusUnavailable
+		}
+		st.observe(dec.KeyURI, observed)
+		dec = tenant.DecideKeys(cfg, asset, st.of)
+		if dec.Reject {
+			return key, nil, dec, nil
+		}
 	}
-	var observed events.KeyStatus
-	switch {
-	case kms.IsKeyUnusable(err):
-		observed = events.KeyStatusRevoked
-	case kms.IsEndpointFailure(err):
-		observed = events.KeyStatusUnavailable
-	case kms.CodeOf(err) == kms.CodeInvalidArgument:
-		// The key's provider is not available in this deployment (or the
-		// URI is unusable): as good as unreachable, and no retry will help.
-		observed = events.KeyStatusUnavailable
-	default:
-		// Throttling and internal errors: retry with backoff; the key is
-		// not gone.
-		return key, nil, dec, fmt.Errorf("customer key %s: %w", key, err)
-	}
-	w.log.Warn("customer key failed in live traffic", "tenant_id", ev.TenantID, "key_uri", key.String(), "observed", observed, "code", kms.CodeOf(err))
-	dec = tenant.Decide(cfg, asset, observed)
-	if dec.Reject {
-		return key, nil, dec, nil
-	}
-	key, err = w.keyFor(dec)
-	if err != nil {
-		return key, nil, dec, err
-	}
-	seed, err = w.d.Seeds.Seed(ctx, key, ec, size)
-	if err != nil {
-		err = fmt.Errorf("%s key %s: %w", dec.Mode, key, err)
-	}
-	return key, seed, dec, err
 }
 
 func (w *Worker) keyFor(dec tenant.Decision) (kms.KeyURI, error) {

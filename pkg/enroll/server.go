@@ -1,0 +1,263 @@
+package enroll
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/kms"
+	"github.com/keyward/keyward/pkg/platform"
+	"github.com/keyward/keyward/pkg/tenant"
+)
+
+// QueueGroup is the queue group of every enrollment server.
+const QueueGroup = "keyward-enroll"
+
+// Server answers enrollment requests.
+type Server struct {
+	nc         *nats.Conn
+	tenants    *tenant.Store
+	kms        kms.Provider
+	platform   platform.Config
+	allowLocal bool
+	log        *slog.Logger
+	now        func() time.Time
+	timeout    time.Duration
+
+	mu  sync.Mutex
+	sub *nats.Subscription
+	wg  sync.WaitGroup
+}
+
+// Option tunes a Server.
+type Option func(*Server)
+
+// AllowLocalKeys accepts localkms:// customer keys (keyward dev, tests).
+func AllowLocalKeys(allow bool) Option { return func(s *Server) { s.allowLocal = allow } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithClock sets the clock of enrollment times (tests).
+func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// NewServer returns an enrollment server; Start subscribes it.
+func NewServer(nc *nats.Conn, tenants *tenant.Store, p kms.Provider, plat platform.Config, opts ...Option) *Server {
+	s := &Server{nc: nc, tenants: tenants, kms: p, platform: plat, log: slog.Default(), now: time.Now, timeout: 30 * time.Second}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Start subscribes to keyward.key.enroll.* in the enrollment queue group.
+func (s *Server) Start() error {
+	sub, err := s.nc.QueueSubscribe(events.SubjectKeyEnrollAll, QueueGroup, func(m *nats.Msg) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+			defer cancel()
+			resp := s.handle(ctx, m)
+			b, _ := json.Marshal(resp)
+			if err := m.Respond(b); err != nil {
+				s.log.Warn("enrollment reply failed", "error", err)
+			}
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("enroll: subscribing: %w", err)
+	}
+	s.mu.Lock()
+	s.sub = sub
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop drains the subscription and waits for enrollments in flight.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	sub := s.sub
+	s.mu.Unlock()
+	if sub != nil {
+		_ = sub.Drain()
+	}
+	s.wg.Wait()
+}
+
+func (s *Server) handle(ctx context.Context, m *nats.Msg) *Response {
+	subjectTenant, err := events.TenantFromSubject(m.Subject)
+	if err != nil {
+		return fail(CodeInvalidRequest, "%v", err)
+	}
+	var req Request
+	if err := events.Decode("EnrollRequest", m.Data, &req); err != nil {
+		return fail(CodeInvalidRequest, "%v", err)
+	}
+	if req.TenantID != subjectTenant {
+		return fail(CodeInvalidRequest, "request for tenant %q sent on the subject of tenant %q", req.TenantID, subjectTenant)
+	}
+	return s.Enroll(ctx, req)
+}
+
+func fail(code, format string, args ...any) *Response {
+	return &Response{Error: &Error{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+// Enroll validates, probes and stores one key. It is what the request-reply
+// handler runs, exported for in-process use.
+func (s *Server) Enroll(ctx context.Context, req Request) *Response {
+	if err := events.ValidateTenantID(req.TenantID); err != nil {
+		return fail(CodeInvalidRequest, "%v", err)
+	}
+	role := req.Role
+	if role == "" {
+		role = tenant.RolePrimary
+	}
+	if role != tenant.RolePrimary && role != tenant.RoleReplica {
+		return fail(CodeInvalidRequest, "role %q: enroll a key as primary or replica (retiring keys come from rotation)", role)
+	}
+	key, err := kms.ParseKeyURI(req.KeyURI)
+	if err != nil {
+		return fail(CodeInvalidKeyURI, "%v", err)
+	}
+	switch key.Scheme {
+	case kms.SchemeAWS, kms.SchemeOCI, kms.SchemeAzure:
+	case kms.SchemeLocal:
+		if !s.allowLocal {
+			return fail(CodeUnsupportedProvider, "localkms keys are for keyward dev and tests; enroll an AWS KMS, OCI Vault or Azure Key Vault key")
+		}
+	default:
+		return fail(CodeUnsupportedProvider, "no provider for %s", key.Scheme)
+	}
+	if err := s.platform.CheckRegion(key); err != nil {
+		return fail(CodeRegionNotServed, "%v", err)
+	}
+	uri := key.String()
+
+	cur, err := s.tenants.Get(ctx, req.TenantID)
+	switch {
+	case errors.Is(err, tenant.ErrNotFound):
+		cur = nil
+	case err != nil:
+		return fail(CodeInternal, "reading tenant %s: %v", req.TenantID, err)
+	}
+	if e := checkRole(cur, key, role); e != nil {
+		return &Response{Error: e}
+	}
+
+	probe, perr := Probe(ctx, s.kms, key, req.TenantID, s.platform)
+	if perr != nil {
+		s.log.Info("enrollment refused", "tenant_id", req.TenantID, "key_uri", uri, "code", perr.Code, "op", perr.Op)
+		return &Response{Error: perr}
+	}
+
+	enrolled := tenant.Key{URI: uri, Role: role, EnrolledAt: s.now().UTC().Truncate(time.Second)}
+	var stored *tenant.Config
+	if cur == nil {
+		stored, err = s.tenants.Create(ctx, &tenant.Config{
+			TenantID: req.TenantID, Keys: []tenant.Key{enrolled},
+			Services: []string{tenant.All}, LicensedUsers: []string{tenant.All},
+		})
+	} else {
+		stored, err = s.tenants.Modify(ctx, req.TenantID, func(c *tenant.Config) error {
+			if e := checkRole(c, key, role); e != nil {
+				return e
+			}
+			c.Keys = append(c.Keys, enrolled)
+			return nil
+		})
+	}
+	var ee *Error
+	switch {
+	case errors.As(err, &ee):
+		return &Response{Error: ee}
+	case err != nil:
+		return fail(CodeInternal, "storing the key of tenant %s: %v", req.TenantID, err)
+	}
+	s.log.Info("key enrolled", "tenant_id", req.TenantID, "key_uri", uri, "role", role, "key_version", probe.KeyVersion)
+	return &Response{
+		Key: &enrolled, Revision: stored.Revision, KeyVersion: probe.KeyVersion,
+		Identities: s.platform.Identities(key), Probe: probe.Millis,
+	}
+}
+
+// checkRole enforces the shape of a tenant's keys: one primary; replicas
+// only next to a primary and on another endpoint (a replica on the
+// primary's endpoint fails with it).
+func checkRole(c *tenant.Config, key kms.KeyURI, role tenant.KeyRole) *Error {
+	if c == nil {
+		if role == tenant.RoleReplica {
+			return &Error{Code: CodeConflict, Message: "the tenant has no primary key yet: enroll a primary first"}
+		}
+		return nil
+	}
+	uri := key.String()
+	for _, k := range c.Keys {
+		if k.URI == uri {
+			return &Error{Code: CodeConflict, Message: fmt.Sprintf("%s is already enrolled for tenant %s (as %s)", uri, c.TenantID, k.Role)}
+		}
+	}
+	primary, hasPrimary := c.PrimaryKey()
+	switch {
+	case role == tenant.RolePrimary && hasPrimary:
+		return &Error{Code: CodeConflict, Message: fmt.Sprintf("tenant %s already has the primary key %s: enroll this key as a replica (--role replica), or rotate to it (keyward tenant key rotate)", c.TenantID, primary.URI)}
+	case role == tenant.RoleReplica && !hasPrimary:
+		return &Error{Code: CodeConflict, Message: "the tenant has no primary key yet: enroll a primary first"}
+	case role == tenant.RoleReplica:
+		if pk, err := kms.ParseKeyURI(primary.URI); err == nil && pk.EndpointID() == key.EndpointID() {
+			return &Error{Code: CodeConflict, Message: fmt.Sprintf("a replica must be served by another endpoint than the primary (both are %s): use a key in another region or vault", key.EndpointID())}
+		}
+	}
+	return nil
+}
+
+// Client is the requesting side (keyward tenant key add).
+type Client struct {
+	nc      *nats.Conn
+	timeout time.Duration
+}
+
+// NewClient returns a client; timeout bounds one enrollment (KMS calls
+// included; default 60s).
+func NewClient(nc *nats.Conn, timeout time.Duration) *Client {
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	return &Client{nc: nc, timeout: timeout}
+}
+
+// Add asks the enrollment service to enroll a key. A refusal is an *Error.
+func (c *Client) Add(ctx context.Context, req Request) (*Response, error) {
+	if err := events.ValidateTenantID(req.TenantID); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, events.SubjectKeyEnroll(req.TenantID), b)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, errors.New("no enrollment service is running (it is part of the encryptor: is it up?)")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("enrollment request: %w", err)
+	}
+	var resp Response
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return nil, fmt.Errorf("enrollment service sent an undecodable reply: %w", err)
+	}
+	if resp.Error != nil {
+		return &resp, resp.Error
+	}
+	return &resp, nil
+}
