@@ -162,3 +162,15 @@ func (c *Cache) Stop() error {
 	<-c.done
 	return err
 }
+
+// Parse decodes a KW_KEY_STATUS value.
+func Parse(b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("keystatus: malformed record: %w", err)
+	}
+	if !r.Status.Valid() {
+		return r, fmt.Errorf("keystatus: unknown status %q", r.Status)
+	}
+	return r, nil
+}

@@ -254,3 +254,34 @@ func TestDevKeyDisableEnable(t *testing.T) {
 		t.Fatalf("bad verb: %+v", r)
 	}
 }
+
+func TestTenantKeyAddAndList(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	d := startDev(t, dir)
+	r := run(t, d.URL(), "", "dev", "key", "create", "--data-dir", dir, "initech")
+	if r.code != 0 {
+		t.Fatalf("create: %+v", r)
+	}
+	uri := strings.SplitN(r.stdout, "\n", 2)[0]
+	r = run(t, d.URL(), "", "tenant", "key", "add", "--tenant", "initech", "--uri", uri)
+	if r.code != 0 || !strings.Contains(r.stdout, "enrolled "+uri) || !strings.Contains(r.stdout, "round trip") {
+		t.Fatalf("key add: %+v", r)
+	}
+	r = run(t, d.URL(), "", "tenant", "key", "add", "--tenant", "initech", "--uri", uri)
+	if r.code != 1 || !strings.Contains(r.stderr, "already enrolled") {
+		t.Fatalf("second add: %+v", r)
+	}
+	r = run(t, d.URL(), "", "tenant", "key", "add", "--tenant", "initech", "--uri", "ocikms://ocid1.key.oc1.fra.v.k?endpoint=https://v-crypto.kms.eu-frankfurt-1.oraclecloud.com", "--role", "replica")
+	if r.code != 1 || !strings.Contains(r.stderr, "region_not_served") {
+		t.Fatalf("frankfurt: %+v", r)
+	}
+	r = run(t, d.URL(), "", "tenant", "key", "list", "--tenant", "initech")
+	if r.code != 0 || !strings.Contains(r.stdout, uri) || !strings.Contains(r.stdout, "primary") {
+		t.Fatalf("list: %+v", r)
+	}
+	src := filepath.Join(t.TempDir(), "f.txt")
+	os.WriteFile(src, []byte("covered"), 0o644)
+	if r = run(t, d.URL(), "", "asset", "put", "--tenant", "initech", src); r.code != 0 || !strings.Contains(r.stdout, "customer (covered)") {
+		t.Fatalf("put after enrollment: %+v", r)
+	}
+}

@@ -16,7 +16,7 @@ import (
 
 func (a *App) tenantCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tenant", Short: "Configure tenants (KV bucket KW_TENANTS)"}
-	cmd.AddCommand(a.tenantApplyCmd(), a.tenantShowCmd())
+	cmd.AddCommand(a.tenantApplyCmd(), a.tenantShowCmd(), a.tenantKeyCmd())
 	return cmd
 }
 
