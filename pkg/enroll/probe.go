@@ -119,7 +119,7 @@ func permissionName(scheme, op string) string {
 		return "kms:" + op
 	case kms.SchemeOCI:
 		if op == kms.OpGenerateDataKey {
-			op = "GenerateDataEncryptionKey"
+			op = kms.OpEncrypt // the OCI provider wraps its own random data keys
 		}
 		return "request.operation='" + op + "'"
 	case kms.SchemeAzure:
