@@ -97,9 +97,10 @@ type Emulator struct {
 	regionKey string
 	vault     string
 
-	mu       sync.Mutex
-	keys     map[string]*key // by key OCID
-	authErrs []error
+	mu        sync.Mutex
+	keys      map[string]*key // by key OCID
+	authErrs  []error
+	stateFile string
 }
 
 type key struct {
@@ -109,19 +110,33 @@ type key struct {
 }
 
 type version struct {
-	ocid   string
-	handle [handleSize]byte
-	aead   cipher.AEAD
+	ocid     string
+	handle   [handleSize]byte
+	aead     cipher.AEAD
+	material []byte // kept only when the emulator persists its state
 }
 
 // Option configures Start.
 type Option func(*config)
 
 type config struct {
-	region string
-	tls    bool
-	now    func() time.Time
+	region    string
+	tls       bool
+	now       func() time.Time
+	addr      string
+	stateFile string
 }
+
+// WithAddr listens on addr (host:port) instead of a free loopback port: key
+// URIs name the endpoint, so an emulator that must keep its keys across
+// restarts (keyward dev) needs a fixed one.
+func WithAddr(addr string) Option { return func(c *config) { c.addr = addr } }
+
+// WithStateFile keeps the emulator's API key pair, vault and keys (with
+// their material) in a JSON file (mode 0600), loaded at Start and rewritten
+// on every change, so a restarted emulator decrypts what it encrypted
+// before. For keyward dev; never for real keys.
+func WithStateFile(path string) Option { return func(c *config) { c.stateFile = path } }
 
 // WithRegion sets the vault's region (default DefaultRegion).
 func WithRegion(region string) Option { return func(c *config) { c.region = region } }
@@ -173,6 +188,7 @@ func Start(opts ...Option) (*Emulator, error) {
 		return nil, err
 	}
 	e := &Emulator{
+		stateFile:     cfg.stateFile,
 		Region:        cfg.region,
 		TenancyOCID:   "ocid1.tenancy.oc1.." + randomID(52),
 		UserOCID:      "ocid1.user.oc1.." + randomID(52),
@@ -187,15 +203,27 @@ func Start(opts ...Option) (*Emulator, error) {
 	if k, ok := regionKeys[cfg.region]; ok {
 		e.regionKey = k
 	}
+	if e.stateFile != "" {
+		if err := e.loadState(); err != nil {
+			return nil, err
+		}
+	}
 	var sopts []kmstest.ServerOption
 	if cfg.tls {
 		sopts = append(sopts, kmstest.WithTLS())
+	}
+	if cfg.addr != "" {
+		sopts = append(sopts, kmstest.WithAddr(cfg.addr))
 	}
 	srv, err := kmstest.NewServer(http.HandlerFunc(e.serve), Classifier, Renderer{}, sopts...)
 	if err != nil {
 		return nil, fmt.Errorf("ociemu: %w", err)
 	}
 	e.Server, e.URL = srv, srv.URL
+	if err := e.saveState(); err != nil {
+		srv.Close()
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -247,6 +275,7 @@ func (e *Emulator) CreateKey() kms.KeyURI {
 	e.mu.Lock()
 	e.keys[k.ocid] = k
 	e.mu.Unlock()
+	e.mustSave()
 	return e.uri(k.ocid)
 }
 
@@ -264,9 +293,10 @@ func (e *Emulator) uri(ocid string) kms.KeyURI {
 func (e *Emulator) RotateKey(u kms.KeyURI) (versionOCID string) {
 	v := e.newVersion()
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	k := e.mustKey(u)
 	k.versions = append(k.versions, v)
+	e.mu.Unlock()
+	e.mustSave()
 	return v.ocid
 }
 
@@ -297,8 +327,9 @@ func (e *Emulator) State(u kms.KeyURI) string {
 
 func (e *Emulator) setState(u kms.KeyURI, state string) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.mustKey(u).state = state
+	e.mu.Unlock()
+	e.mustSave()
 }
 
 // mustKey returns the key u names; the caller holds e.mu. Naming a key the
@@ -324,8 +355,19 @@ func (e *Emulator) AuthFailures() []error {
 func (e *Emulator) newVersion() *version {
 	material := make([]byte, 32)
 	_, _ = rand.Read(material)
+	v := &version{ocid: fmt.Sprintf("ocid1.keyversion.oc1.%s.%s.%s", e.regionKey, e.vault, randomID(60))}
+	_, _ = rand.Read(v.handle[:])
+	v.aead = newAEAD(material)
+	if e.stateFile != "" {
+		v.material = material
+	} else {
+		clear(material)
+	}
+	return v
+}
+
+func newAEAD(material []byte) cipher.AEAD {
 	block, err := aes.NewCipher(material)
-	clear(material)
 	if err != nil {
 		panic(err) // 32-byte keys never fail
 	}
@@ -333,9 +375,7 @@ func (e *Emulator) newVersion() *version {
 	if err != nil {
 		panic(err)
 	}
-	v := &version{ocid: fmt.Sprintf("ocid1.keyversion.oc1.%s.%s.%s", e.regionKey, e.vault, randomID(60)), aead: aead}
-	_, _ = rand.Read(v.handle[:])
-	return v
+	return aead
 }
 
 // randomID returns n random characters of OCI's unique-id alphabet

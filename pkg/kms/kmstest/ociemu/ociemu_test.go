@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -362,4 +364,44 @@ func TestStartOptions(t *testing.T) {
 		}
 	}()
 	e.DisableKey(ociemu.StartT(t).CreateKey())
+}
+
+func TestStateFileSurvivesRestart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "oci.json")
+	e1, err := ociemu.Start(ociemu.WithStateFile(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := e1.CreateKey()
+	e1.RotateKey(key)
+	p1, err := e1.Provider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := kms.NewEncryptionContext("acme", kms.PurposeAssetSeed)
+	dk, err := p1.GenerateDataKey(context.Background(), key, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := e1.Server.Addr
+	e1.Close()
+	if st, err := os.Stat(file); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v %v", st, err)
+	}
+	e2, err := ociemu.Start(ociemu.WithStateFile(file), ociemu.WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if e2.URL != key.Endpoint {
+		t.Fatalf("restarted on %s, key names %s", e2.URL, key.Endpoint)
+	}
+	p2, err := e2.Provider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := p2.Decrypt(context.Background(), key, dk.Ciphertext, ec)
+	if err != nil || !bytes.Equal(back.Bytes(), dk.Plaintext.Bytes()) {
+		t.Fatalf("decrypt after restart: %v", err)
+	}
 }
