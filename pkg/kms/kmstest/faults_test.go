@@ -11,13 +11,19 @@ import (
 
 type plainRenderer struct{}
 
-func (plainRenderer) Throttled(w http.ResponseWriter)   { http.Error(w, "slow down", http.StatusTooManyRequests) }
-func (plainRenderer) ServerError(w http.ResponseWriter) { http.Error(w, "oops", http.StatusServiceUnavailable) }
+func (plainRenderer) Throttled(w http.ResponseWriter) {
+	http.Error(w, "slow down", http.StatusTooManyRequests)
+}
+func (plainRenderer) ServerError(w http.ResponseWriter) {
+	http.Error(w, "oops", http.StatusServiceUnavailable)
+}
 func (plainRenderer) Denied(w http.ResponseWriter, op string) {
 	http.Error(w, "denied "+op, http.StatusForbidden)
 }
 
-func classify(r *http.Request, _ []byte) (string, string) { return r.URL.Path[1:], r.URL.Query().Get("key") }
+func classify(r *http.Request, _ []byte) (string, string) {
+	return r.URL.Path[1:], r.URL.Query().Get("key")
+}
 
 func TestServerFaults(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
