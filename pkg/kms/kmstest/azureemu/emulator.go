@@ -103,6 +103,7 @@ type options struct {
 	scopeChallenge bool
 	tokenLifetime  time.Duration
 	addr           string
+	stateFile      string
 	tenantID       string
 	clientID       string
 	clientSecret   string
@@ -120,6 +121,12 @@ func WithTokenLifetime(d time.Duration) Option { return func(o *options) { o.tok
 // WithAddr listens on addr (e.g. a fixed port for dev mode) instead of a
 // free loopback port.
 func WithAddr(addr string) Option { return func(o *options) { o.addr = addr } }
+
+// WithStateFile keeps the application and the keys (with their material) in
+// a JSON file (mode 0600), loaded at Start and rewritten on every change, so
+// a restarted emulator unwraps what it wrapped before. For keyward dev;
+// never for real keys.
+func WithStateFile(path string) Option { return func(o *options) { o.stateFile = path } }
 
 // WithApplication fixes the tenant, client ID and client secret (default:
 // random GUIDs and a random secret).
@@ -153,6 +160,11 @@ func Start(opts ...Option) (*Emulator, error) {
 		keys:           map[string]*key{},
 		tokens:         map[string]tokenInfo{},
 	}
+	if o.stateFile != "" {
+		if err := e.loadState(); err != nil {
+			return nil, err
+		}
+	}
 	sopts := []kmstest.ServerOption{kmstest.WithTLS()}
 	if o.addr != "" {
 		sopts = append(sopts, kmstest.WithAddr(o.addr))
@@ -162,6 +174,10 @@ func Start(opts ...Option) (*Emulator, error) {
 		return nil, fmt.Errorf("azureemu: %w", err)
 	}
 	e.Server, e.URL = srv, srv.URL
+	if err := e.saveState(); err != nil {
+		srv.Close()
+		return nil, err
+	}
 	return e, nil
 }
 
@@ -206,8 +222,9 @@ func (e *Emulator) ImportOctKey(hsm, name, version string, material []byte) kms.
 	}
 	u := e.create(hsm+".managedhsm.azure.net", name, true)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.keys[strings.ToLower(name)].versions = []*keyVersion{{id: version, enabled: true, oct: append([]byte(nil), material...)}}
+	e.mu.Unlock()
+	e.mustSave()
 	return u
 }
 
@@ -222,12 +239,27 @@ func (e *Emulator) create(host, name string, hsm bool) kms.KeyURI {
 	}
 	v := newVersion(hsm)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if k := e.keys[strings.ToLower(name)]; k != nil {
+		e.mu.Unlock()
 		panic(fmt.Sprintf("azureemu: key %q exists already (in %s): every vault is served at one URL, so key names are unique across vaults", name, k.vault))
 	}
 	e.keys[strings.ToLower(name)] = &key{vault: host, name: name, hsm: hsm, versions: []*keyVersion{v}}
+	e.mu.Unlock()
+	e.mustSave()
 	return u
+}
+
+// KeyURI returns the URI of an existing key (e.g. one loaded from the state
+// file), and whether there is one.
+func (e *Emulator) KeyURI(name string) (kms.KeyURI, bool) {
+	e.mu.Lock()
+	k := e.keys[strings.ToLower(name)]
+	e.mu.Unlock()
+	if k == nil {
+		return kms.KeyURI{}, false
+	}
+	u, err := kms.ParseKeyURI("azurekv://" + k.vault + "/keys/" + k.name + "?endpoint=" + e.URL)
+	return u, err == nil
 }
 
 func newVersion(hsm bool) *keyVersion {
@@ -263,9 +295,10 @@ func (e *Emulator) RotateKey(u kms.KeyURI) (version string) {
 	e.mu.Unlock()
 	v := newVersion(hsm) // outside the lock: RSA generation is slow
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	k = e.lookup(u)
 	k.versions = append(k.versions, v)
+	e.mu.Unlock()
+	e.mustSave()
 	return v.id
 }
 
@@ -279,22 +312,24 @@ func (e *Emulator) EnableKey(u kms.KeyURI) { e.setEnabled(u, true) }
 
 func (e *Emulator) setEnabled(u kms.KeyURI, on bool) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	k := e.lookup(u)
 	for _, v := range k.versions {
 		if u.Version == "" || v.id == u.Version {
 			v.enabled = on
 		}
 	}
+	e.mu.Unlock()
+	e.mustSave()
 }
 
 // DeleteKey deletes the key with all its versions: every operation then
 // answers 404 KeyNotFound.
 func (e *Emulator) DeleteKey(u kms.KeyURI) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.lookup(u)
 	delete(e.keys, strings.ToLower(u.KeyID))
+	e.mu.Unlock()
+	e.mustSave()
 }
 
 // Challenges returns how many data-plane requests were answered 401 with a

@@ -2,6 +2,7 @@ package azureemu
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -409,5 +411,52 @@ func TestCreatePanics(t *testing.T) {
 			}()
 			fn()
 		}()
+	}
+}
+
+func TestStateFileSurvivesRestart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "azure.json")
+	e1, err := Start(WithStateFile(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKey := e1.CreateRSAKey("demo-vault", "rsa-key")
+	octKey := e1.CreateOctKey("demo-hsm", "oct-key")
+	ec := kms.NewEncryptionContext("acme", kms.PurposeAssetSeed)
+	p1, err := e1.Provider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, err := p1.GenerateDataKey(ctx, rsaKey, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p1.GenerateDataKey(ctx, octKey, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := e1.Server.Addr
+	e1.Close()
+	e2, err := Start(WithStateFile(file), WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if u, ok := e2.KeyURI("rsa-key"); !ok || u != rsaKey {
+		t.Fatalf("KeyURI after restart = %v %v, want %v", u, ok, rsaKey)
+	}
+	p2, err := e2.Provider()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key kms.KeyURI
+		dk  *kms.DataKey
+	}{{rsaKey, a}, {octKey, b}} {
+		back, err := p2.Decrypt(ctx, c.key, c.dk.Ciphertext, ec)
+		if err != nil || !bytes.Equal(back.Bytes(), c.dk.Plaintext.Bytes()) {
+			t.Fatalf("unwrap after restart (%s): %v", c.key.KeyID, err)
+		}
 	}
 }
