@@ -22,9 +22,13 @@ import (
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
+	"github.com/keyward/keyward/pkg/kms/kmstest/awsemu"
+	"github.com/keyward/keyward/pkg/kms/kmstest/azureemu"
+	"github.com/keyward/keyward/pkg/kms/kmstest/ociemu"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/ledger"
 	"github.com/keyward/keyward/pkg/natsembed"
+	"github.com/keyward/keyward/pkg/platform"
 	"github.com/keyward/keyward/pkg/svc"
 	"github.com/keyward/keyward/pkg/telemetry"
 	"github.com/keyward/keyward/pkg/tenant"
@@ -33,9 +37,15 @@ import (
 
 // DevOptions configure `keyward dev`.
 type DevOptions struct {
-	DataDir   string // default .keyward
-	Host      string // default 127.0.0.1
-	Port      int    // default 4222; 0 picks a free port
+	DataDir string // default .keyward
+	Host    string // default 127.0.0.1
+	Port    int    // default 4222; 0 picks a free port
+	// EmulatorPorts are the ports of the AWS, OCI and Azure emulators
+	// (default 4566, 4567, 4568; with Port 0 they are free ports too). Key
+	// URIs name them, so keep them stable across restarts.
+	EmulatorPorts [3]int
+	// SeedCache overrides the seed cache configuration (benchmarks).
+	SeedCache *kms.SeedCacheConfig
 	HTTPAddr  string // health and metrics; "" disables
 	Logger    *slog.Logger
 	Telemetry *telemetry.Telemetry
@@ -55,6 +65,13 @@ type Dev struct {
 	// KMS is the client every worker of the stack uses (its Stats count
 	// KMS calls).
 	KMS *kms.Client
+	// AWS, OCI and Azure are the emulated cloud KMSs, with one demo tenant
+	// each (DemoTenantAWS, DemoTenantOCI, DemoTenantAzure).
+	AWS   *awsemu.Emulator
+	OCI   *ociemu.Emulator
+	Azure *azureemu.Emulator
+
+	closers []func()
 
 	ledger *ledger.Store
 	cancel context.CancelFunc
@@ -120,9 +137,23 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if o.Telemetry != nil {
 		mp = o.Telemetry.MeterProvider()
 	}
-	client := encryptor.NewKMSClient(keys, kms.DefaultCallTimeout, mp)
+	providers, err := d.startEmulators(ctx, dataDir, o)
+	if err != nil {
+		return nil, err
+	}
+	client := kms.NewClient(append(providers,
+		kms.WithProvider(kms.SchemeLocal, localkms.New(localkms.WithBaseDir(keys))),
+		kms.WithCallTimeout(kms.DefaultCallTimeout),
+		kms.WithMeterProvider(mp))...)
 	d.KMS = client
-	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(mp))
+	if err := d.seedCloudTenants(ctx); err != nil {
+		return nil, err
+	}
+	seedCfg := kms.DefaultSeedCacheConfig()
+	if o.SeedCache != nil {
+		seedCfg = *o.SeedCache
+	}
+	seeds := kms.NewSeedCache(client, seedCfg, kms.WithMeterProvider(mp))
 	if d.ledger, err = ledger.Open(filepath.Join(dataDir, "encryptor", "ledger.db")); err != nil {
 		return nil, err
 	}
@@ -131,6 +162,7 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		AllowLocalCustomerKeys: true,
 		Logger:                 o.Logger,
 		MeterProvider:          mp,
+		Platform:               platform.Default(),
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel, d.done = cancel, make(chan error, 1)
@@ -172,6 +204,10 @@ func (d *Dev) Stop() {
 	if d.Server != nil {
 		d.Server.Shutdown()
 	}
+	for _, e := range d.closers {
+		e()
+	}
+	d.closers = nil
 }
 
 func devKey(dir, name string) (kms.KeyURI, error) {
@@ -278,6 +314,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 	f.StringVar(&o.Host, "host", "127.0.0.1", "address NATS listens on")
 	f.IntVar(&o.Port, "port", 4222, "port NATS listens on (0: any free port)")
 	f.StringVar(&o.HTTPAddr, "http-addr", envOr(a.Getenv, "KEYWARD_HTTP_ADDR", "127.0.0.1:9464"), "address of /healthz, /readyz and /metrics; empty disables (env KEYWARD_HTTP_ADDR)")
+	f.Var(portsFlag{&o.EmulatorPorts}, "emulator-ports", "ports of the AWS, OCI and Azure KMS emulators (default 4566,4567,4568)")
 	f.StringVar(&logLevel, "log-level", envOr(a.Getenv, "KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYWARD_LOG_LEVEL)")
 	cmd.AddCommand(a.devKeyCmd())
 	return cmd
@@ -294,6 +331,8 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "  keys        platform  %s\n", d.PlatformKey)
 	fmt.Fprintf(w, "              fallback  %s\n", d.FallbackKey)
 	fmt.Fprintf(w, "              demo      %s (tenant %q: every service and user, fallback on)\n", d.DemoKey, DemoTenant)
+	fmt.Fprintf(w, "  emulators   AWS KMS %s, OCI Vault %s, Azure Key Vault %s\n", d.AWS.URL, d.OCI.URL, d.Azure.URL)
+	fmt.Fprintf(w, "              tenants %q, %q and %q each have a key there\n", DemoTenantAWS, DemoTenantOCI, DemoTenantAzure)
 	url := ""
 	if d.URL() != nats.DefaultURL {
 		url = " --nats-url " + d.URL()
@@ -305,6 +344,33 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "  go run ./cmd/keyward status%s\n", url)
 	fmt.Fprintf(w, "\nPress Ctrl-C to stop.\n")
 }
+
+// portsFlag parses "4566,4567,4568".
+type portsFlag struct{ p *[3]int }
+
+func (f portsFlag) String() string {
+	if f.p == nil || *f.p == ([3]int{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d,%d,%d", f.p[0], f.p[1], f.p[2])
+}
+
+func (f portsFlag) Set(s string) error {
+	parts := strings.Split(s, ",")
+	if len(parts) != 3 {
+		return fmt.Errorf("want three ports: AWS,OCI,Azure")
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("%q is not a port", p)
+		}
+		f.p[i] = n
+	}
+	return nil
+}
+
+func (portsFlag) Type() string { return "ports" }
 
 func envOr(getenv func(string) string, name, def string) string {
 	if v := getenv(name); v != "" {

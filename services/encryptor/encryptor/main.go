@@ -11,10 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"go.opentelemetry.io/otel/metric"
-
 	"github.com/keyward/keyward/pkg/kms"
-	"github.com/keyward/keyward/pkg/kms/localkms"
+	"github.com/keyward/keyward/pkg/kms/providers"
 	"github.com/keyward/keyward/pkg/ledger"
 	"github.com/keyward/keyward/pkg/platform"
 	"github.com/keyward/keyward/pkg/svc"
@@ -26,9 +24,8 @@ type Config struct {
 	svc.Common
 	PlatformKey      string
 	FallbackKey      string
-	LocalKMSDir      string
+	KMS              providers.Config
 	AllowLocalKeys   bool
-	KMSTimeout       time.Duration
 	BatchSize        int
 	Concurrency      int
 	MaxInlineBytes   int64
@@ -48,9 +45,8 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	f.String(&c.PlatformKey, "platform-key", "KEYWARD_PLATFORM_KEY", "", "key URI of the platform key (assets not covered by a customer key)")
 	f.String(&c.FallbackKey, "fallback-key", "KEYWARD_FALLBACK_KEY", "", "key URI of the platform fallback key (covered assets while the customer key is unreachable)")
 	f.String(&c.PlatformConfig, "platform-config", "KEYWARD_PLATFORM_CONFIG", "", "JSON file of the platform's identities and served regions (default: the dev identities)")
-	f.String(&c.LocalKMSDir, "localkms-dir", "KEYWARD_LOCALKMS_DIR", "", "base directory of relative localkms:// key paths")
+	c.KMS.Register(f)
 	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
-	f.Duration(&c.KMSTimeout, "kms-timeout", "KEYWARD_KMS_TIMEOUT", kms.DefaultCallTimeout, "bound of one KMS call")
 	f.Int(&c.BatchSize, "batch-size", "KEYWARD_BATCH_SIZE", DefaultBatchSize, "messages committed together (one ledger transaction)")
 	f.Int(&c.Concurrency, "concurrency", "KEYWARD_CONCURRENCY", 0, "assets processed at once (0: 4 × cores)")
 	f.Size(&c.MaxInlineBytes, "max-inline", "KEYWARD_MAX_INLINE", DefaultMaxInlineBytes, "largest inline content accepted")
@@ -105,7 +101,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err != nil {
 		return err
 	}
-	client := NewKMSClient(cfg.LocalKMSDir, cfg.KMSTimeout, obs.Telemetry.MeterProvider())
+	client, err := providers.NewClient(ctx, cfg.KMS, plat, obs.Telemetry.MeterProvider())
+	if err != nil {
+		return err
+	}
 	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(obs.Telemetry.MeterProvider()))
 	defer seeds.Flush()
 
@@ -168,14 +167,4 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	log.Info("encryptor stopped")
 	return runErr
-}
-
-// NewKMSClient registers every KMS provider this build has. Providers are
-// registered here, explicitly, never by init().
-func NewKMSClient(localDir string, timeout time.Duration, mp metric.MeterProvider) *kms.Client {
-	return kms.NewClient(
-		kms.WithProvider(kms.SchemeLocal, localkms.New(localkms.WithBaseDir(localDir))),
-		kms.WithCallTimeout(timeout),
-		kms.WithMeterProvider(mp),
-	)
 }

@@ -105,8 +105,13 @@ type Emulator struct {
 type Option func(*startOptions)
 
 type startOptions struct {
-	region, account, dir string
+	region, account, dir, addr string
 }
+
+// WithAddr listens on addr (host:port) instead of a free loopback port: key
+// URIs name the endpoint, so an emulator whose keys must outlive a restart
+// (keyward dev, with WithDataDir) needs a fixed one.
+func WithAddr(addr string) Option { return func(o *startOptions) { o.addr = addr } }
 
 // WithRegion sets the emulated region (default DefaultRegion).
 func WithRegion(region string) Option { return func(o *startOptions) { o.region = region } }
@@ -168,7 +173,11 @@ func Start(opts ...Option) (*Emulator, error) {
 
 	e.AllowCredentials(aws.Credentials{AccessKeyID: AccessKeyID, SecretAccessKey: SecretAccessKey})
 
-	srv, err := kmstest.NewServer(http.HandlerFunc(e.serveDataPlane), Classify, Renderer{})
+	var sopts []kmstest.ServerOption
+	if o.addr != "" {
+		sopts = append(sopts, kmstest.WithAddr(o.addr))
+	}
+	srv, err := kmstest.NewServer(http.HandlerFunc(e.serveDataPlane), Classify, Renderer{}, sopts...)
 	if err != nil {
 		e.db.Close()
 		e.removeDir()
