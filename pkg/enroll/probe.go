@@ -27,13 +27,21 @@ type ProbeResult struct {
 func Probe(ctx context.Context, p kms.Provider, key kms.KeyURI, tenantID string, plat platform.Config) (*ProbeResult, *Error) {
 	ec := kms.NewEncryptionContext(tenantID, kms.PurposeProbe)
 	res := &ProbeResult{Millis: map[string]float64{}}
+	// seen: the key has answered an operation. A later "not found" is then
+	// a policy that admits one operation and not this one (OCI answers 404
+	// NotAuthorizedOrNotFound for both).
+	seen := false
 	timed := func(op string, f func() error) *Error {
 		start := time.Now()
 		err := f()
 		res.Millis[op] = float64(time.Since(start).Microseconds()) / 1000
 		if err != nil {
+			if seen && kms.CodeOf(err) == kms.CodeKeyNotFound {
+				err = &kms.Error{Code: kms.CodeAccessDenied, Provider: key.Scheme, Op: op, Key: key.String(), Err: err}
+			}
 			return explain(op, key, err, plat)
 		}
+		seen = true
 		return nil
 	}
 
