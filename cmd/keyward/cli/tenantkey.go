@@ -17,7 +17,7 @@ import (
 
 func (a *App) tenantKeyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "key", Short: "Enroll tenants' keys, list them, print the policy a customer must add"}
-	cmd.AddCommand(a.tenantKeyAddCmd(), a.tenantKeyListCmd())
+	cmd.AddCommand(a.tenantKeyAddCmd(), a.tenantKeyListCmd(), a.tenantKeyPolicyCmd())
 	return cmd
 }
 
