@@ -117,9 +117,19 @@ func NewClient(ctx context.Context, c Config, plat platform.Config, mp metric.Me
 				// unsupported here, which is what most dev machines want.
 				break
 			}
-			cp, err := common.ConfigurationProviderFromFileWithProfile(path, c.OCIProfile, "")
+			profile := c.OCIProfile
+			if profile == "" {
+				profile = "DEFAULT"
+			}
+			cp, err := common.ConfigurationProviderFromFileWithProfile(path, profile, "")
 			if err != nil {
 				errs = append(errs, fmt.Errorf("OCI config file %s: %w", path, err))
+				break
+			}
+			// The SDK reads the file lazily: check the profile now, so a
+			// broken one fails the start, not the first tenant's asset.
+			if ok, err := common.IsConfigurationProviderValid(cp); !ok {
+				errs = append(errs, fmt.Errorf("OCI config file %s, profile %s: %w (set OCI_CONFIG_FILE and OCI_CLI_PROFILE, or KEYWARD_OCI_AUTH)", path, profile, err))
 				break
 			}
 			auth = ocikms.WithConfigurationProvider(cp)
