@@ -112,8 +112,6 @@ func Pipeline(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenant
 	}
 	payload := make([]byte, size)
 	rand.Read(payload)
-	sum := sha256.Sum256(payload)
-	sz := int64(size)
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -137,15 +135,7 @@ func Pipeline(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenant
 		done <- nil
 	}()
 	for i := 0; i < n; i++ {
-		ev := &events.AssetCreated{
-			TenantID: tenantID, AssetID: fmt.Sprintf("%s-%d", run, i), Service: "team_chat", OwnerUserID: "bench",
-			Origin: events.OriginCloud, CreatedAt: time.Now().UTC(), Content: events.Content{Inline: payload},
-			Size: &sz, SHA256: hex.EncodeToString(sum[:]),
-		}
-		m, err := events.NewMsg(ctx, "keyward-bench", events.Outgoing{
-			Subject: events.SubjectAssetCreated(tenantID), MsgID: "created." + tenantID + "." + ev.AssetID,
-			Type: events.TypeAssetCreated, Event: ev,
-		})
+		m, err := benchAsset(ctx, tenantID, fmt.Sprintf("%s-%d", run, i), payload)
 		if err != nil {
 			return 0, err
 		}
@@ -167,6 +157,21 @@ func Pipeline(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, tenant
 		return 0, errors.New("the pipeline did not finish in time")
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// benchAsset is the AssetCreated message of one inline benchmark asset.
+func benchAsset(ctx context.Context, tenantID, assetID string, payload []byte) (*nats.Msg, error) {
+	sum := sha256.Sum256(payload)
+	sz := int64(len(payload))
+	ev := &events.AssetCreated{
+		TenantID: tenantID, AssetID: assetID, Service: "team_chat", OwnerUserID: "bench",
+		Origin: events.OriginCloud, CreatedAt: time.Now().UTC(), Content: events.Content{Inline: payload},
+		Size: &sz, SHA256: hex.EncodeToString(sum[:]),
+	}
+	return events.NewMsg(ctx, "keyward-bench", events.Outgoing{
+		Subject: events.SubjectAssetCreated(tenantID), MsgID: "created." + tenantID + "." + assetID,
+		Type: events.TypeAssetCreated, Event: ev,
+	})
 }
 
 // RawSeal measures plain AES-256-GCM Seal over size bytes in 16 KiB pieces
@@ -232,7 +237,7 @@ func EnvelopeSeal(size, concurrency int) (float64, uint64) {
 }
 
 func (a *App) benchCmd() *cobra.Command {
-	var assets, size int
+	var assets, size, providerAssets int
 	var envMiB int
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -244,6 +249,10 @@ directory, on a free port) and measures, in the same run:
     AssetEncrypted is stored, vs raw JetStream async publish + consume of the
     same count and size on the same server (target: at least 0.2 of raw);
   - KMS calls per asset with the seed cache (target: at most 0.01);
+  - per cloud (AWS, OCI, Azure through their emulators), with the seed cache
+    on and off: KMS calls per asset, and the latency of one asset at a time
+    (publish → AssetEncrypted) next to a local-key tenant's in the same stack,
+    so the difference is what the provider adds;
   - envelope encryption bandwidth vs raw AES-256-GCM Seal of the same bytes
     on one core (targets: 0.8 single-threaded, above 1.0 with parallel chunks),
     and the peak heap while encrypting.
@@ -264,10 +273,35 @@ Figures go to docs/benchmarks.md with the command that produced them.`,
 			if err != nil {
 				return err
 			}
-			defer d.Stop()
+			defer func() { d.Stop() }() // the last stack started
 			results, err := PipelineBench(ctx, d, assets, size)
 			if err != nil {
 				return err
+			}
+			if providerAssets > 0 {
+				on, err := ProviderBench(ctx, d, "on", providerAssets, size)
+				if err != nil {
+					return err
+				}
+				results = append(results, on...)
+				// A second stack whose seeds serve one asset each: every
+				// asset calls its KMS. Keyward's own rate limits are lifted
+				// there, or one asset at a time would measure them (OCI's
+				// default paces an endpoint at 10 ms per call).
+				d.Stop()
+				dir2, err := os.MkdirTemp("", "keyward-bench")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir2)
+				if d, err = StartDev(ctx, DevOptions{DataDir: dir2, Port: 0, SeedCache: NoSeedCache(), KMSOptions: NoRateLimits()}); err != nil {
+					return err
+				}
+				off, err := ProviderBench(ctx, d, "off", providerAssets, size)
+				if err != nil {
+					return err
+				}
+				results = append(results, off...)
 			}
 			results = append(results, envResults...)
 			if a.jsonOut {
@@ -290,6 +324,7 @@ Figures go to docs/benchmarks.md with the command that produced them.`,
 	cmd.Flags().IntVar(&assets, "assets", 20000, "assets in the pipeline run")
 	cmd.Flags().IntVar(&size, "size", 1024, "bytes per asset (inline)")
 	cmd.Flags().IntVar(&envMiB, "envelope-mib", 256, "MiB encrypted in the envelope run")
+	cmd.Flags().IntVar(&providerAssets, "provider-assets", 300, "assets per provider in the latency run through the AWS, OCI and Azure emulators, seed cache on and off (0 skips it)")
 	return cmd
 }
 

@@ -46,6 +46,9 @@ type DevOptions struct {
 	EmulatorPorts [3]int
 	// SeedCache overrides the seed cache configuration (benchmarks).
 	SeedCache *kms.SeedCacheConfig
+	// KMSOptions are applied to the stack's KMS client after the defaults
+	// (benchmarks: rate limits).
+	KMSOptions []kms.ClientOption
 	HTTPAddr  string // health and metrics; "" disables
 	Logger    *slog.Logger
 	Telemetry *telemetry.Telemetry
@@ -141,10 +144,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if err != nil {
 		return nil, err
 	}
-	client := kms.NewClient(append(providers,
+	kmsOpts := append(providers,
 		kms.WithProvider(kms.SchemeLocal, localkms.New(localkms.WithBaseDir(keys))),
 		kms.WithCallTimeout(kms.DefaultCallTimeout),
-		kms.WithMeterProvider(mp))...)
+		kms.WithMeterProvider(mp))
+	client := kms.NewClient(append(kmsOpts, o.KMSOptions...)...)
 	d.KMS = client
 	if err := d.seedCloudTenants(ctx); err != nil {
 		return nil, err
