@@ -3,6 +3,7 @@ package enroll_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -20,7 +21,6 @@ import (
 // cloud is one provider's emulator as the enrollment tests drive it.
 type cloud struct {
 	name    string
-	scheme  string
 	faults  *kmstest.Faults
 	option  kms.ClientOption
 	newKey  func(t *testing.T) kms.KeyURI
@@ -55,7 +55,7 @@ func clouds(t *testing.T) []cloud {
 	}
 	n := 0
 	return []cloud{{
-		name: "aws", scheme: kms.SchemeAWS, faults: aws.Server.Faults,
+		name: "aws", faults: aws.Server.Faults,
 		option: kms.WithProvider(kms.SchemeAWS, awsProvider),
 		newKey: func(t *testing.T) kms.KeyURI {
 			k, err := aws.CreateKey(ctx)
@@ -73,7 +73,7 @@ func clouds(t *testing.T) []cloud {
 		permitted: []string{"GenerateDataKey", "Encrypt", "Decrypt"}, decryptOp: "Decrypt",
 		decryptGrant: "kms:Decrypt",
 	}, {
-		name: "oci", scheme: kms.SchemeOCI, faults: oci.Server.Faults,
+		name: "oci", faults: oci.Server.Faults,
 		option:    kms.WithProvider(kms.SchemeOCI, ociProvider),
 		newKey:    func(*testing.T) kms.KeyURI { return oci.CreateKey() },
 		disable:   func(_ *testing.T, k kms.KeyURI) { oci.DisableKey(k) },
@@ -81,15 +81,17 @@ func clouds(t *testing.T) []cloud {
 		permitted: []string{ociemu.OpEncrypt, ociemu.OpDecrypt}, decryptOp: ociemu.OpDecrypt,
 		decryptGrant: "request.operation='Decrypt'",
 	}, {
-		name: "azure", scheme: kms.SchemeAzure, faults: az.Server.Faults,
+		name: "azure", faults: az.Server.Faults,
 		option: kms.WithProvider(kms.SchemeAzure, azProvider),
 		newKey: func(*testing.T) kms.KeyURI {
 			n++
-			return az.CreateRSAKey("acme-vault", "k"+strings.Repeat("x", n))
+			return az.CreateRSAKey("acme-vault", fmt.Sprintf("key-%d", n))
 		},
 		disable: func(_ *testing.T, k kms.KeyURI) { az.DisableKey(k) },
 		missing: func(*testing.T) kms.KeyURI {
-			return kms.MustParseKeyURI(strings.Replace(az.CreateRSAKey("acme-vault", "gone").String(), "/gone", "/never-created", 1))
+			k := az.CreateRSAKey("acme-vault", "deleted")
+			az.DeleteKey(k)
+			return k
 		},
 		permitted: []string{azureemu.OpWrapKey, azureemu.OpUnwrapKey}, decryptOp: azureemu.OpUnwrapKey,
 		decryptGrant: "unwrapKey",
