@@ -49,9 +49,9 @@ type DevOptions struct {
 	// KMSOptions are applied to the stack's KMS client after the defaults
 	// (benchmarks: rate limits).
 	KMSOptions []kms.ClientOption
-	HTTPAddr  string // health and metrics; "" disables
-	Logger    *slog.Logger
-	Telemetry *telemetry.Telemetry
+	HTTPAddr   string // health and metrics; "" disables
+	Logger     *slog.Logger
+	Telemetry  *telemetry.Telemetry
 }
 
 // Dev is a running all-in-one Keyward: embedded nats-server with
