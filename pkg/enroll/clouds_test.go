@@ -15,6 +15,7 @@ import (
 	"github.com/keyward/keyward/pkg/kms/kmstest/awsemu"
 	"github.com/keyward/keyward/pkg/kms/kmstest/azureemu"
 	"github.com/keyward/keyward/pkg/kms/kmstest/ociemu"
+	"github.com/keyward/keyward/pkg/platform"
 	"github.com/keyward/keyward/pkg/tenant"
 )
 
@@ -122,6 +123,11 @@ func TestEnrollThroughEmulators(t *testing.T) {
 			}
 			if resp.Key.URI != key.String() || resp.KeyVersion == "" {
 				t.Fatalf("response %+v", resp)
+			}
+			// The response names the platform identities that will use the
+			// key (what the CLI shows), for the key's region.
+			if want := platform.Default().Identities(key); len(want) == 0 || !slices.Equal(resp.Identities, want) {
+				t.Fatalf("identities %+v, want %+v", resp.Identities, want)
 			}
 			ops := c.faults.Ops()
 			for op := range ops {
