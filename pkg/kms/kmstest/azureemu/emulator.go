@@ -287,17 +287,21 @@ func (e *Emulator) lookup(u kms.KeyURI) *key {
 	return k
 }
 
+// update runs fn on the key named by u under the lock. It panics if there
+// is none (a test bug), after releasing the lock, so a test that recovers
+// can go on using the emulator.
+func (e *Emulator) update(u kms.KeyURI, fn func(k *key)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fn(e.lookup(u))
+}
+
 // RotateKey adds a new current version to the key and returns its id.
 func (e *Emulator) RotateKey(u kms.KeyURI) (version string) {
-	e.mu.Lock()
-	k := e.lookup(u)
-	hsm := k.hsm
-	e.mu.Unlock()
+	var hsm bool
+	e.update(u, func(k *key) { hsm = k.hsm })
 	v := newVersion(hsm) // outside the lock: RSA generation is slow
-	e.mu.Lock()
-	k = e.lookup(u)
-	k.versions = append(k.versions, v)
-	e.mu.Unlock()
+	e.update(u, func(k *key) { k.versions = append(k.versions, v) })
 	e.mustSave()
 	return v.id
 }
@@ -311,24 +315,20 @@ func (e *Emulator) DisableKey(u kms.KeyURI) { e.setEnabled(u, false) }
 func (e *Emulator) EnableKey(u kms.KeyURI) { e.setEnabled(u, true) }
 
 func (e *Emulator) setEnabled(u kms.KeyURI, on bool) {
-	e.mu.Lock()
-	k := e.lookup(u)
-	for _, v := range k.versions {
-		if u.Version == "" || v.id == u.Version {
-			v.enabled = on
+	e.update(u, func(k *key) {
+		for _, v := range k.versions {
+			if u.Version == "" || v.id == u.Version {
+				v.enabled = on
+			}
 		}
-	}
-	e.mu.Unlock()
+	})
 	e.mustSave()
 }
 
 // DeleteKey deletes the key with all its versions: every operation then
 // answers 404 KeyNotFound.
 func (e *Emulator) DeleteKey(u kms.KeyURI) {
-	e.mu.Lock()
-	e.lookup(u)
-	delete(e.keys, strings.ToLower(u.KeyID))
-	e.mu.Unlock()
+	e.update(u, func(*key) { delete(e.keys, strings.ToLower(u.KeyID)) })
 	e.mustSave()
 }
 

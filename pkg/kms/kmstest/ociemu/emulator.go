@@ -292,10 +292,12 @@ func (e *Emulator) uri(ocid string) kms.KeyURI {
 // new version's OCID. Every version keeps decrypting.
 func (e *Emulator) RotateKey(u kms.KeyURI) (versionOCID string) {
 	v := e.newVersion()
-	e.mu.Lock()
-	k := e.mustKey(u)
-	k.versions = append(k.versions, v)
-	e.mu.Unlock()
+	func() {
+		e.mu.Lock()
+		defer e.mu.Unlock() // also when mustKey panics
+		k := e.mustKey(u)
+		k.versions = append(k.versions, v)
+	}()
 	e.mustSave()
 	return v.ocid
 }
@@ -326,14 +328,17 @@ func (e *Emulator) State(u kms.KeyURI) string {
 }
 
 func (e *Emulator) setState(u kms.KeyURI, state string) {
-	e.mu.Lock()
-	e.mustKey(u).state = state
-	e.mu.Unlock()
+	func() {
+		e.mu.Lock()
+		defer e.mu.Unlock() // also when mustKey panics
+		e.mustKey(u).state = state
+	}()
 	e.mustSave()
 }
 
-// mustKey returns the key u names; the caller holds e.mu. Naming a key the
-// emulator does not have is a bug in the test: it panics.
+// mustKey returns the key u names; the caller holds e.mu and releases it
+// with defer. Naming a key the emulator does not have is a bug in the test:
+// it panics.
 func (e *Emulator) mustKey(u kms.KeyURI) *key {
 	k := e.keys[u.KeyID]
 	if k == nil {

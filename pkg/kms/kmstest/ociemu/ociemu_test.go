@@ -358,12 +358,30 @@ func TestStartOptions(t *testing.T) {
 	if _, err := common.PrivateKeyFromBytes(e.PrivateKeyPEM, nil); err != nil {
 		t.Errorf("PrivateKeyPEM does not parse with the SDK: %v", err)
 	}
-	defer func() {
-		if recover() == nil {
-			t.Error("DisableKey of a key of another emulator did not panic")
-		}
-	}()
-	e.DisableKey(ociemu.StartT(t).CreateKey())
+	// Naming a key the emulator does not have panics, and leaves the
+	// emulator usable (the lock is released) for a test that recovers.
+	foreign := ociemu.StartT(t).CreateKey()
+	for name, fn := range map[string]func(){
+		"DisableKey": func() { e.DisableKey(foreign) },
+		"RotateKey":  func() { e.RotateKey(foreign) },
+		"State":      func() { e.State(foreign) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s of a key of another emulator did not panic", name)
+				}
+			}()
+			fn()
+		}()
+	}
+	done := make(chan struct{})
+	go func() { e.DisableKey(e.CreateKey()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the emulator is locked after a panic")
+	}
 }
 
 func TestStateFileSurvivesRestart(t *testing.T) {
