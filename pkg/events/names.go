@@ -17,7 +17,8 @@ const (
 	// StreamDLQ holds dead letters: messages no worker could process, with
 	// the reason, the original subject, headers and bytes.
 	StreamDLQ = "KW_DLQ"
-	// StreamKeys holds KeyStatusChanged events, retained for replay.
+	// StreamKeys holds KeyStatusChanged and BreakerStateChanged events,
+	// retained for replay.
 	StreamKeys = "KW_KEYS"
 
 	// BucketStaging is the Object Store bucket producers stage plaintext in.
@@ -44,6 +45,8 @@ const (
 	prefixAssetRejected    = "keyward.asset.rejected."
 	prefixAssetReencrypted = "keyward.asset.reencrypted."
 	prefixKeyStatus        = "keyward.key.status."
+	prefixKeyObserved      = "keyward.key.observed."
+	prefixBreaker          = "keyward.kms.breaker."
 	prefixKeyUnwrap        = "keyward.key.unwrap."
 	prefixKeyEnroll        = "keyward.key.enroll."
 	prefixDLQ              = "keyward.dlq."
@@ -56,6 +59,8 @@ const (
 	SubjectAssetRejectedAll    = prefixAssetRejected + "*"
 	SubjectAssetReencryptedAll = prefixAssetReencrypted + "*"
 	SubjectKeyStatusAll        = prefixKeyStatus + "*"
+	SubjectKeyObservedAll      = prefixKeyObserved + "*"
+	SubjectBreakerAll          = prefixBreaker + "*"
 	SubjectKeyUnwrapAll        = prefixKeyUnwrap + "*"
 	SubjectKeyEnrollAll        = prefixKeyEnroll + "*"
 	SubjectDLQAll              = prefixDLQ + "*"
@@ -76,6 +81,14 @@ func SubjectAssetReencrypted(tenant string) string { return prefixAssetReencrypt
 
 // SubjectKeyStatus is where KeyStatusChanged events for tenant are published.
 func SubjectKeyStatus(tenant string) string { return prefixKeyStatus + tenant }
+
+// SubjectKeyObserved is where workers report what they saw of tenant's keys
+// in live traffic (core NATS, for the key-health-monitor).
+func SubjectKeyObserved(tenant string) string { return prefixKeyObserved + tenant }
+
+// SubjectBreaker is where breaker state changes of provider's endpoints are
+// published (stream KW_KEYS). provider is a key URI scheme.
+func SubjectBreaker(provider string) string { return prefixBreaker + provider }
 
 // SubjectKeyUnwrap is the key broker's request-reply subject for tenant.
 func SubjectKeyUnwrap(tenant string) string { return prefixKeyUnwrap + tenant }

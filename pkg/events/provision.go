@@ -86,8 +86,8 @@ func StreamConfigs(o ProvisionOptions) []jetstream.StreamConfig {
 		},
 		{
 			Name:        StreamKeys,
-			Description: "KeyStatusChanged events (keyward.key.status.<tenant>)",
-			Subjects:    []string{SubjectKeyStatusAll},
+			Description: "KeyStatusChanged events (keyward.key.status.<tenant>) and KMS breaker state changes (keyward.kms.breaker.<provider>)",
+			Subjects:    []string{SubjectKeyStatusAll, SubjectBreakerAll},
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      KeysMaxAge,
 			Duplicates:  10 * time.Minute,

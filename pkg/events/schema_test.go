@@ -47,6 +47,24 @@ var contracts = []contract{
 		validate: func(v any) error { return v.(*events.AssetRejected).Validate() },
 	},
 	{
+		schema:   "key_status_changed.schema.json",
+		examples: []string{"key_status_changed.json"},
+		newValue: func() any { return new(events.KeyStatusChanged) },
+		validate: func(v any) error { return v.(*events.KeyStatusChanged).Validate() },
+	},
+	{
+		schema:   "key_observed.schema.json",
+		examples: []string{"key_observed.json"},
+		newValue: func() any { return new(events.KeyObserved) },
+		validate: func(v any) error { return v.(*events.KeyObserved).Validate() },
+	},
+	{
+		schema:   "breaker_state_changed.schema.json",
+		examples: []string{"breaker_state_changed.json"},
+		newValue: func() any { return new(events.BreakerStateChanged) },
+		validate: func(v any) error { return v.(*events.BreakerStateChanged).Validate() },
+	},
+	{
 		schema:   "dead_letter.schema.json",
 		examples: []string{"dead_letter.json"},
 		newValue: func() any { return new(events.DeadLetter) },
