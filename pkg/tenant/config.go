@@ -1,8 +1,11 @@
 package tenant
 
 import (
+	"fmt"
 	"slices"
 	"time"
+
+	"github.com/keyward/keyward/pkg/events"
 )
 
 // DefaultServices is the platform's default service catalog: the data types
@@ -48,13 +51,75 @@ type Config struct {
 	// Fallback: use the platform fallback key while the customer key is
 	// unreachable (the asset is re-encrypted when the key returns) instead
 	// of refusing to store the asset.
-	Fallback bool          `json:"fallback_enabled"`
-	Phone    PhoneSettings `json:"phone"`
+	Fallback bool `json:"fallback_enabled"`
+	// FallbackOn says which losses of the customer key the fallback key
+	// covers when Fallback is on: FallbackOnOutage (the default; "" means
+	// it) or FallbackOnAny (a revoked key too).
+	FallbackOn FallbackOn `json:"fallback_on,omitempty"`
+	// HoldWindow: during an outage of the customer key, keep an asset
+	// pending up to this long (counted from its publication) before falling
+	// back or rejecting it, so a short blip leaves no fallback copy and
+	// loses no recording. 0 (the default) decides at once.
+	HoldWindow Duration      `json:"hold_window,omitempty"`
+	Phone      PhoneSettings `json:"phone"`
 	// UpdatedAt is set by the Store on every write.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// Revision is the KV revision the document was read at (0: not read
 	// from the store). It is not part of the document.
 	Revision uint64 `json:"-"`
+}
+
+// FallbackOn names the losses of the customer key the fallback key covers.
+type FallbackOn string
+
+const (
+	// FallbackOnOutage: only an unreachable key (an outage) falls back; a
+	// revoked key (disabled, access denied, deleted) rejects the asset. A
+	// revocation is the customer's decision, and content the customer has
+	// just cut off is not kept under a key the platform holds.
+	FallbackOnOutage FallbackOn = "outage"
+	// FallbackOnAny: a revoked key falls back too. The asset is stored
+	// under the platform's fallback key and re-encrypted if the key comes
+	// back; choose it only when keeping content matters more than the
+	// customer's ability to cut the platform off at once.
+	FallbackOnAny FallbackOn = "any"
+)
+
+// MaxHoldWindow bounds Config.HoldWindow: holding an asset longer delays
+// every outcome for the tenant and keeps plaintext staged longer.
+const MaxHoldWindow = 5 * time.Minute
+
+// Duration is a time.Duration written in JSON as Go duration text ("10s",
+// "1m30s").
+type Duration time.Duration
+
+// MarshalText writes d as Go duration text.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText parses Go duration text.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration: write it like 10s or 1m30s", clip(string(b)))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// FallbackCovers reports whether the tenant's fallback key covers a customer
+// key in status st: fallback is on and the loss is an outage, or any loss
+// under FallbackOnAny.
+func (c *Config) FallbackCovers(st events.KeyStatus) bool {
+	if !c.Fallback {
+		return false
+	}
+	if st == events.KeyStatusRevoked {
+		return c.FallbackOn == FallbackOnAny
+	}
+	return true
 }
 
 // PhoneSettings are the tenant's choices for live phone calls.

@@ -58,6 +58,11 @@ type Decision struct {
 	// Replica is true when KeyURI is a replica used because the primary is
 	// unavailable.
 	Replica bool
+	// Hold, when not zero, is the tenant's hold window: the decision is a
+	// fallback or a rejection because the customer key is unreachable (an
+	// outage, not a revocation), and the tenant asked to keep assets
+	// pending up to this long before either.
+	Hold time.Duration
 }
 
 // Coverage reports whether the asset is covered by the tenant's customer key
@@ -86,17 +91,22 @@ func (c *Config) Coverage(a Asset) Coverage {
 // primary key (from KW_KEY_STATUS and the key's endpoint breaker; an open
 // breaker counts as events.KeyStatusUnavailable). It does no I/O.
 //
-//	coverage (Config.Coverage)  status                      fallback  decision
-//	not covered (any reason)    any                         any       ModePlatform
-//	covered                     unknown/available/degraded  any       ModeCustomer, KeyURI = primary
-//	covered                     unavailable                 on        ModeFallback
-//	covered                     unavailable                 off       Reject, customer_key_unavailable
-//	covered                     revoked                     any       Reject, customer_key_revoked
+//	coverage (Config.Coverage)  status                      fallback          decision
+//	not covered (any reason)    any                         any               ModePlatform
+//	covered                     unknown/available/degraded  any               ModeCustomer, KeyURI = primary
+//	covered                     unavailable                 on                ModeFallback
+//	covered                     unavailable                 off               Reject, customer_key_unavailable
+//	covered                     revoked                     on, fallback_on   ModeFallback
+//	                                                          = any
+//	covered                     revoked                     otherwise         Reject, customer_key_revoked
 //	covered                     anything else               as for unavailable
 //
-// A revocation is the customer's decision, so it rejects even when fallback
-// is on. A status this build does not know is treated as unavailable: the
-// key is not used, and the tenant's fallback choice applies.
+// A revocation is the customer's decision, so by default it rejects even
+// when fallback is on; a tenant may choose fallback_on "any". A status this
+// build does not know is treated as unavailable: the key is not used, and
+// the tenant's fallback choice applies. An outage decision (fallback or
+// customer_key_unavailable) carries the tenant's hold window in
+// Decision.Hold.
 //
 // When the call to the customer key then fails, the caller classifies the
 // failure into the status it observed (unavailable for an unreachable
@@ -113,10 +123,12 @@ func Decide(cfg *Config, a Asset, status events.KeyStatus) Decision {
 // by another endpoint — is used before the fallback key:
 //
 //	primary usable                         → customer, primary
-//	primary revoked                        → reject customer_key_revoked (replicas are not used:
-//	                                         a revocation is the customer's decision)
+//	primary revoked                        → fallback under fallback_on "any", else reject
+//	                                         customer_key_revoked (replicas are not used: a
+//	                                         revocation is the customer's decision)
 //	primary unavailable, a replica usable  → customer, that replica (Decision.Replica)
-//	primary unavailable, no usable replica → fallback if allowed, else reject customer_key_unavailable
+//	primary unavailable, no usable replica → fallback if allowed, else reject
+//	                                         customer_key_unavailable (both with Decision.Hold)
 func DecideKeys(cfg *Config, a Asset, statusOf func(keyURI string) events.KeyStatus) Decision {
 	cov := cfg.Coverage(a)
 	if !cov.Covered() {
@@ -128,6 +140,9 @@ func DecideKeys(cfg *Config, a Asset, statusOf func(keyURI string) events.KeySta
 	case status.Usable():
 		return Decision{Mode: events.ModeCustomer, Coverage: cov, KeyURI: primary.URI}
 	case status == events.KeyStatusRevoked:
+		if cfg.FallbackCovers(status) {
+			return Decision{Mode: events.ModeFallback, Coverage: cov}
+		}
 		return Decision{Reject: true, Reason: events.ReasonCustomerKeyRevoked, Coverage: cov}
 	}
 	for _, k := range cfg.Keys {
@@ -135,8 +150,9 @@ func DecideKeys(cfg *Config, a Asset, statusOf func(keyURI string) events.KeySta
 			return Decision{Mode: events.ModeCustomer, Coverage: cov, KeyURI: k.URI, Replica: true}
 		}
 	}
-	if cfg.Fallback {
-		return Decision{Mode: events.ModeFallback, Coverage: cov}
+	hold := cfg.HoldWindow.Std()
+	if cfg.FallbackCovers(events.KeyStatusUnavailable) {
+		return Decision{Mode: events.ModeFallback, Coverage: cov, Hold: hold}
 	}
-	return Decision{Reject: true, Reason: events.ReasonCustomerKeyUnavailable, Coverage: cov}
+	return Decision{Reject: true, Reason: events.ReasonCustomerKeyUnavailable, Coverage: cov, Hold: hold}
 }

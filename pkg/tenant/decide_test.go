@@ -64,9 +64,22 @@ func TestDecide(t *testing.T) {
 		{"unknown status string with fallback", validConfig(), covered, "pending_deletion", fallback},
 		{"unknown status string without fallback", noFallback, covered, "pending_deletion", rejectUnavailable},
 
-		// Revoked → reject regardless of fallback.
+		// Revoked → reject, unless the tenant chose fallback_on "any".
 		{"revoked with fallback", validConfig(), covered, events.KeyStatusRevoked, rejectRevoked},
+		{"revoked with fallback on outage", cfg(func(c *Config) { c.FallbackOn = FallbackOnOutage }), covered, events.KeyStatusRevoked, rejectRevoked},
 		{"revoked without fallback", noFallback, covered, events.KeyStatusRevoked, rejectRevoked},
+		{"revoked with fallback on any", cfg(func(c *Config) { c.FallbackOn = FallbackOnAny }), covered, events.KeyStatusRevoked, fallback},
+		{"revoked, fallback on any but off", cfg(func(c *Config) { c.FallbackOn = FallbackOnAny; c.Fallback = false }), covered, events.KeyStatusRevoked, rejectRevoked},
+		{"unavailable with fallback on any", cfg(func(c *Config) { c.FallbackOn = FallbackOnAny }), covered, events.KeyStatusUnavailable, fallback},
+
+		// The hold window comes with outage decisions only.
+		{"hold: unavailable with fallback", cfg(func(c *Config) { c.HoldWindow = Duration(10 * time.Second) }), covered, events.KeyStatusUnavailable,
+			Decision{Mode: events.ModeFallback, Coverage: CoverageCovered, Hold: 10 * time.Second}},
+		{"hold: unavailable without fallback", cfg(func(c *Config) { c.HoldWindow = Duration(10 * time.Second); c.Fallback = false }), covered, events.KeyStatusUnavailable,
+			Decision{Reject: true, Reason: events.ReasonCustomerKeyUnavailable, Coverage: CoverageCovered, Hold: 10 * time.Second}},
+		{"hold: not for a revocation", cfg(func(c *Config) { c.HoldWindow = Duration(10 * time.Second) }), covered, events.KeyStatusRevoked, rejectRevoked},
+		{"hold: not for a revocation under any", cfg(func(c *Config) { c.HoldWindow = Duration(10 * time.Second); c.FallbackOn = FallbackOnAny }), covered, events.KeyStatusRevoked, fallback},
+		{"hold: not when usable", cfg(func(c *Config) { c.HoldWindow = Duration(10 * time.Second) }), covered, events.KeyStatusDegraded, customer},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,7 +27,10 @@
 // rewrapped). Services and LicensedUsers select what is covered; ["*"]
 // selects all, an empty list selects nothing. Fallback means the platform's
 // fallback key is used while the customer key is unreachable, and the asset
-// is re-encrypted under the customer key when it returns. Phone.DropCalls
+// is re-encrypted under the customer key when it returns; FallbackOn "any"
+// extends that to a revoked key (the default, "outage", rejects instead: a
+// revocation is the customer's decision). HoldWindow keeps assets pending
+// during a short outage before either happens. Phone.DropCalls
 // drops a covered call that cannot be recorded instead of continuing it
 // without a recording.
 //

@@ -110,6 +110,8 @@ func checkValue(raw json.RawMessage, t reflect.Type, path string, errs *[]error)
 			switch {
 			case t == timeType:
 				add("is not an RFC 3339 time", `write it like "2026-01-15T09:00:00Z"`)
+			case t == reflect.TypeFor[Duration]():
+				add("is not a duration", `write it as a string like "10s" or "1m30s"`)
 			default:
 				add("is not a JSON "+jsonKind(t), "")
 			}

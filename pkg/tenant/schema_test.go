@@ -178,6 +178,10 @@ func TestSchemaMatchesGoType(t *testing.T) {
 			if node["type"] != "string" || node["format"] != "date-time" {
 				t.Errorf("%s: time.Time is not a date-time string in the schema", path)
 			}
+		case typ == reflect.TypeFor[Duration]():
+			if node["type"] != "string" || node["pattern"] == nil {
+				t.Errorf("%s: a Duration is not a duration string in the schema", path)
+			}
 		case typ.Kind() == reflect.String:
 			if node["type"] != "string" && node["enum"] == nil {
 				t.Errorf("%s: schema type %v, Go string", path, node["type"])
@@ -232,6 +236,8 @@ func TestSchemaAndParseAgree(t *testing.T) {
 		"max keys":            `{"tenant_id":"acme","keys":[` + strings.Join(manyKeys[:MaxKeys], ",") + `]}`,
 		"long user":           doc(`,"licensed_users":["` + strings.Repeat("u", MaxUserIDLen) + `"]`),
 		"display name accent": doc(`,"display_name":"Ærø Öl — 株式会社"`),
+		"fallback choices":    doc(`,"fallback_on":"any","hold_window":"1m30s"`),
+		"outage, no hold":     doc(`,"fallback_on":"outage","hold_window":"0s"`),
 	}
 	for name, d := range valid {
 		if err := schemaValidate(s, d); err != nil {
@@ -285,6 +291,10 @@ func TestSchemaAndParseAgree(t *testing.T) {
 		"drop_calls not boolean":  `{"tenant_id":"acme","phone":{"drop_calls":1}}`,
 		"updated_at not a time":   `{"tenant_id":"acme","updated_at":"2026-02-01"}`,
 		"updated_at not a string": `{"tenant_id":"acme","updated_at":0}`,
+		"fallback_on unknown":     doc(`,"fallback_on":"always"`),
+		"hold_window words":       doc(`,"hold_window":"10 seconds"`),
+		"hold_window number":      doc(`,"hold_window":10`),
+		"hold_window negative":    doc(`,"hold_window":"-1s"`),
 	}
 	for name, d := range invalid {
 		if err := schemaValidate(s, d); err == nil {
@@ -303,6 +313,7 @@ func TestSchemaAndParseAgree(t *testing.T) {
 		"unparsable key":     `{"tenant_id":"acme","keys":[` + key("awskms://alias/keyward", "primary", "2026-01-15T09:00:00Z") + `]}`,
 		"local key":          `{"tenant_id":"acme","keys":[` + key(localKey, "primary", "2026-01-15T09:00:00Z") + `]}`,
 		"recipient any case": doc(`,"recipients":["A@acme.example","a@acme.example"]`),
+		"hold window > 5m":   doc(`,"hold_window":"6m"`),
 	}
 	for name, d := range goOnly {
 		if _, err := Parse([]byte(d)); err == nil {

@@ -96,6 +96,18 @@ func Validate(c *Config, opts ...ValidateOption) error {
 		}
 	})
 	v.recipients(c.Recipients)
+	switch c.FallbackOn {
+	case "", FallbackOnOutage, FallbackOnAny:
+	default:
+		v.add("fallback_on", fmt.Sprintf("%q is not a fallback choice", clip(string(c.FallbackOn))),
+			`use "outage" (fall back only while the key is unreachable; the default) or "any" (also when it is revoked)`)
+	}
+	switch h := c.HoldWindow.Std(); {
+	case h < 0:
+		v.add("hold_window", "is negative", `use "0s" to decide at once, or a duration up to `+MaxHoldWindow.String())
+	case h > MaxHoldWindow:
+		v.add("hold_window", fmt.Sprintf("is %s, more than %s", h, MaxHoldWindow), "shorten it: a longer outage should fall back or reject, not hold assets")
+	}
 	return errors.Join(v.errs...)
 }
 

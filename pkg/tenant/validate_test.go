@@ -163,7 +163,7 @@ func TestParse(t *testing.T) {
 		{name: "phone unknown suggests", doc: strings.Replace(base, `"drop_calls"`, `"drop_call"`, 1),
 			wantField: []string{"phone.drop_call"}, wantFix: `did you mean "drop_calls"?`},
 		{name: "far unknown lists fields", doc: strings.Replace(base, `{"tenant_id"`, `{"colour":"blue","tenant_id"`, 1),
-			wantField: []string{"colour"}, wantFix: "known fields: tenant_id, display_name, keys, services, licensed_users, recipients, fallback_enabled, phone, updated_at"},
+			wantField: []string{"colour"}, wantFix: "known fields: tenant_id, display_name, keys, services, licensed_users, recipients, fallback_enabled, fallback_on, hold_window, phone, updated_at"},
 		{name: "revision is not a field", doc: strings.Replace(base, `{"tenant_id"`, `{"Revision":3,"tenant_id"`, 1),
 			wantField: []string{"Revision"}},
 		{name: "wrong type", doc: strings.Replace(base, `"fallback_enabled":true`, `"fallback_enabled":"yes"`, 1),
@@ -268,5 +268,19 @@ func TestConfigHelpers(t *testing.T) {
 	}
 	if b.Revision != 7 {
 		t.Error("Clone dropped Revision")
+	}
+}
+
+func TestValidateFallbackChoices(t *testing.T) {
+	c := validConfig()
+	c.FallbackOn, c.HoldWindow = "always", Duration(6*time.Minute)
+	err := Validate(c)
+	for _, want := range []string{`fallback_on "always" is not a fallback choice`, `"outage"`, `hold_window is 6m0s, more than 5m0s`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	if _, err := Parse([]byte(`{"tenant_id":"acme","hold_window":"soon"}`)); err == nil || !strings.Contains(err.Error(), "hold_window") || !strings.Contains(err.Error(), "10s") {
+		t.Errorf("a hold window that is not a duration: %v", err)
 	}
 }
