@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -418,5 +419,38 @@ func TestDecodeAssetCreatedMatchesUnmarshal(t *testing.T) {
 	}
 	if _, err := events.DecodeAssetCreated([]byte(`{"content":{"inline":"aGk=","extra":1}}`)); !errors.Is(err, events.ErrUndecodable) {
 		t.Errorf("unknown content field: %v", err)
+	}
+}
+
+// A held message comes back after its delay, past the Settler's
+// MaxDeliver, and is never dead-lettered for being held.
+func TestSettleHold(t *testing.T) {
+	env := natstest.Start(t)
+	ctx := context.Background()
+	c := consumer(t, env.JS)
+	if _, err := env.JS.Publish(ctx, events.SubjectAssetCreated("acme"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	s := &events.Settler{DLQ: events.NewDeadLetterer(env.JS, "encryptor"), MaxDeliver: 2,
+		Backoff: func(uint64) time.Duration { return time.Hour }}
+	held := fmt.Errorf("waiting: %w", events.Hold(150*time.Millisecond, "customer key unreachable, within the hold window"))
+	m := fetchOne(t, c, 2*time.Second)
+	for i := 1; i <= 3; i++ {
+		start := time.Now()
+		if got := s.Settle(ctx, m, held); got != events.SettledHeld {
+			t.Fatalf("Settle(hold) at delivery %d = %s", i, got)
+		}
+		if m = fetchOne(t, c, 2*time.Second); m == nil {
+			t.Fatalf("held message not redelivered after delivery %d", i)
+		}
+		if d := time.Since(start); d < 100*time.Millisecond {
+			t.Fatalf("held message came back after %v, want about 150ms", d)
+		}
+	}
+	if md, _ := m.Metadata(); md.NumDelivered != 4 {
+		t.Fatalf("deliveries = %d, want 4", md.NumDelivered)
+	}
+	if dl := dlqMessages(t, env.JS); len(dl) != 0 {
+		t.Fatalf("a held message was dead-lettered: %+v", dl)
 	}
 }

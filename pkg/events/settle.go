@@ -60,12 +60,28 @@ const (
 	SettledRetry        Settlement = "retry"
 	SettledDeadLettered Settlement = "dead_lettered"
 	SettledLeft         Settlement = "left"
+	SettledHeld         Settlement = "held"
 )
+
+// HoldError asks Settle to redeliver a message after Delay because its
+// handler is waiting for something (a customer key's short outage, within
+// the tenant's hold window), not failing. It is not retried with backoff
+// and never dead-lettered: the handler bounds how long it holds.
+type HoldError struct {
+	Delay time.Duration
+	Why   string
+}
+
+func (e *HoldError) Error() string { return "held for " + e.Delay.String() + ": " + e.Why }
+
+// Hold returns a HoldError.
+func Hold(delay time.Duration, why string) error { return &HoldError{Delay: delay, Why: why} }
 
 // Settler is the one place that turns a handler's result into an ack verb:
 //   - nil: Ack.
 //   - the worker is shutting down (ctx done): Nak, so another instance (or
 //     this one after restart) gets it at once;
+//   - HoldError: NakWithDelay(its delay), whatever the delivery count;
 //   - PermanentError: dead letter with its reason, then Term;
 //   - anything else is transient: NakWithDelay(Backoff(delivery count)),
 //     until MaxDeliver deliveries, then dead letter as max_deliveries.
@@ -94,6 +110,11 @@ func (s *Settler) Settle(ctx context.Context, msg jetstream.Msg, err error) Sett
 	if ctx.Err() != nil {
 		_ = msg.Nak()
 		return SettledLeft
+	}
+	var hold *HoldError
+	if errors.As(err, &hold) {
+		_ = msg.NakWithDelay(hold.Delay)
+		return SettledHeld
 	}
 	var delivered uint64 = 1
 	if md, mderr := msg.Metadata(); mderr == nil {
