@@ -31,6 +31,7 @@ import (
 	"github.com/keyward/keyward/pkg/envelope"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keybroker"
+	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/ledger"
 	"github.com/keyward/keyward/pkg/telemetry"
@@ -49,6 +50,8 @@ type Server struct {
 	tracer  trace.Tracer
 	sem     chan struct{}
 	timeout time.Duration
+	status  func(tenantID, keyURI string) events.KeyStatus
+	report  *keystatus.Reporter
 
 	requests metric.Int64Counter
 
@@ -65,6 +68,13 @@ type Options struct {
 	Concurrency int
 	// Timeout bounds one request's work; default 5s.
 	Timeout time.Duration
+	// KeyStatus, when set, gives the current status of a tenant's key
+	// (KW_KEY_STATUS): a key the key-health-monitor has found revoked is
+	// refused at once, without a KMS call.
+	KeyStatus func(tenantID, keyURI string) events.KeyStatus
+	// Reporter, when set, reports KMS failures seen while unwrapping to the
+	// key-health-monitor.
+	Reporter *keystatus.Reporter
 }
 
 // New returns a server; call Start to subscribe.
@@ -91,6 +101,7 @@ func New(nc *nats.Conn, store *ledger.Store, seeds *kms.SeedCache, o Options) (*
 		nc: nc, ledger: store, seeds: seeds, log: o.Logger,
 		tracer: otel.Tracer("github.com/keyward/keyward/services/encryptor/broker"),
 		sem:    make(chan struct{}, o.Concurrency), timeout: o.Timeout, requests: requests,
+		status: o.KeyStatus, report: o.Reporter,
 	}, nil
 }
 
@@ -185,7 +196,14 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg) *keybroker.UnwrapRespon
 	if err != nil {
 		return refuse(keybroker.CodeInternal, "ledger key URI: %v", err)
 	}
+	if rec.Mode == events.ModeCustomer && s.status != nil && s.status(req.TenantID, rec.KeyURI) == events.KeyStatusRevoked {
+		return refuse(keybroker.CodeKeyRevoked, "%s is revoked (disabled, access denied or deleted): the asset cannot be read until the customer restores the key", rec.KeyURI)
+	}
+	start := time.Now()
 	seed, err := s.seeds.Unwrap(ctx, key, rec.WrappedSeed, kms.NewEncryptionContext(req.TenantID, kms.PurposeAssetSeed))
+	if rec.Mode == events.ModeCustomer {
+		s.report.Observe(ctx, req.TenantID, key, kms.OpDecrypt, err, time.Since(start))
+	}
 	if err != nil {
 		code := keybroker.CodeKeyUnavailable
 		if kms.IsKeyUnusable(err) {

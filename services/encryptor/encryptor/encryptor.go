@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -45,6 +47,7 @@ type Worker struct {
 	vault     *vault.Store
 	tenants   *tenant.Cache
 	keys      *keystatus.Cache
+	reporter  *keystatus.Reporter
 	projector *projector.Projector
 	broker    *broker.Server
 	enroll    *enroll.Server
@@ -95,8 +98,12 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	}
 	// A key whose status changes must not keep encrypting from cached seeds.
 	w.keys.OnChange(w.flushKey)
+	w.reporter = keystatus.NewReporter(d.NC, instanceName(o.Name), keystatus.WithReporterLogger(w.log))
 	w.projector = projector.New(d.JS, d.Ledger, projector.WithLogger(w.log))
-	if w.broker, err = broker.New(d.NC, d.Ledger, d.Seeds, broker.Options{Logger: w.log, MeterProvider: o.MeterProvider}); err != nil {
+	if w.broker, err = broker.New(d.NC, d.Ledger, d.Seeds, broker.Options{
+		Logger: w.log, MeterProvider: o.MeterProvider,
+		KeyStatus: w.keys.Status, Reporter: w.reporter,
+	}); err != nil {
 		return nil, err
 	}
 	w.publisher = events.NewPublisher(d.JS, o.Name)
@@ -115,6 +122,15 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	}
 	w.tracer = otel.Tracer("github.com/keyward/keyward/services/encryptor")
 	return w, nil
+}
+
+// instanceName names this process in key observations: "<name>/<host>-<pid>".
+func instanceName(name string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return name + "/" + host + "-" + strconv.Itoa(os.Getpid())
 }
 
 // ConsumerConfig is the encryptor's durable consumer on KW_INGEST.

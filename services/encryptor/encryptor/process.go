@@ -73,6 +73,7 @@ type result struct {
 
 	put     *deferredPut // small new ciphertext, stored with the batch's others
 	claimed string       // the asset this result holds in flight
+	held    bool         // kept pending within the tenant's hold window (kindRetry with a HoldError)
 }
 
 // deferredPut is a small ciphertext ready to be stored; finish builds the
@@ -456,6 +457,9 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 	asset := tenant.Asset{Service: ev.Service, OwnerUserID: ev.OwnerUserID, Origin: ev.Origin, CreatedAt: ev.CreatedAt}
 	st := &keyStatuses{w: w, tenant: ev.TenantID}
 	dec := tenant.DecideKeys(cfg, asset, st.of)
+	if w.held(r, dec, m) {
+		return
+	}
 	if dec.Reject {
 		w.settleRejected(r, ev, dec.Reason, rejectDetail(dec, cfg))
 		return
@@ -473,9 +477,12 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 	}
 	defer content.Close()
 
-	key, seed, dec, err := w.seed(ctx, cfg, asset, dec, st, ev, content.size)
+	key, seed, dec, err := w.seed(ctx, r, m, cfg, asset, dec, st, ev, content.size)
 	if err != nil {
 		r.retry(err)
+		return
+	}
+	if r.held {
 		return
 	}
 	if dec.Reject {
@@ -526,14 +533,18 @@ func (k *keyStatuses) observe(uri string, s events.KeyStatus) {
 // seed returns a seed for the decided key. If a customer key fails in live
 // traffic, the failure is an observation of its status and the decision is
 // taken again with it: another replica, the fallback key, or a rejection.
-func (w *Worker) seed(ctx context.Context, cfg *tenant.Config, asset tenant.Asset, dec tenant.Decision, st *keyStatuses, ev *events.AssetCreated, size int64) (kms.KeyURI, *kms.Seed, tenant.Decision, error) {
+func (w *Worker) seed(ctx context.Context, r *result, m jetstream.Msg, cfg *tenant.Config, asset tenant.Asset, dec tenant.Decision, st *keyStatuses, ev *events.AssetCreated, size int64) (kms.KeyURI, *kms.Seed, tenant.Decision, error) {
 	ec := kms.NewEncryptionContext(ev.TenantID, kms.PurposeAssetSeed)
 	for attempt := 0; ; attempt++ {
 		key, err := w.keyFor(dec)
 		if err != nil {
 			return kms.KeyURI{}, nil, dec, err
 		}
+		start := time.Now()
 		seed, err := w.d.Seeds.Seed(ctx, key, ec, size)
+		if dec.Mode == events.ModeCustomer {
+			w.reporter.Observe(ctx, ev.TenantID, key, kms.OpGenerateDataKey, err, time.Since(start))
+		}
 		if err == nil {
 			return key, seed, dec, nil
 		}
@@ -564,10 +575,36 @@ func (w *Worker) seed(ctx context.Context, cfg *tenant.Config, asset tenant.Asse
 		}
 		st.observe(dec.KeyURI, observed)
 		dec = tenant.DecideKeys(cfg, asset, st.of)
-		if dec.Reject {
+		if dec.Reject || w.held(r, dec, m) {
+			// The caller settles the rejection or the hold (an outage
+			// within the tenant's hold window: no fallback yet).
 			return key, nil, dec, nil
 		}
 	}
+}
+
+// held holds the message when dec is an outage decision (fallback or
+// customer_key_unavailable) of a tenant with a hold window the asset is
+// still within, counted from the event's publication. It redelivers the
+// message after a quarter of the window (at least a second, at most what
+// is left of it), and never past the last delivery but one, so the
+// decision is always taken before JetStream stops delivering.
+func (w *Worker) held(r *result, dec tenant.Decision, m jetstream.Msg) bool {
+	if dec.Hold <= 0 || dec.Mode == events.ModeCustomer || dec.Mode == events.ModePlatform {
+		return false
+	}
+	md, err := m.Metadata()
+	if err != nil || (w.o.MaxDeliver > 0 && md.NumDelivered >= uint64(w.o.MaxDeliver-1)) {
+		return false
+	}
+	left := dec.Hold - time.Since(md.Timestamp)
+	if left <= 0 {
+		return false
+	}
+	delay := min(left, max(time.Second, dec.Hold/4))
+	r.kind, r.err = kindRetry, events.Hold(delay, "the customer key is unreachable; held within the tenant's hold window of "+dec.Hold.String())
+	r.held = true
+	return true
 }
 
 func (w *Worker) keyFor(dec tenant.Decision) (kms.KeyURI, error) {
