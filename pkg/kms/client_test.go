@@ -435,3 +435,11 @@ func checkLabels(t *testing.T, metric string, attrs attribute.Set, keys ...strin
 		}
 	}
 }
+
+// Failover must be fast: one call to a dead endpoint costs at most 500 ms,
+// so a breaker tripping after 5 consecutive failures opens within 2.5 s.
+func TestDefaultCallTimeout(t *testing.T) {
+	if kms.DefaultCallTimeout <= 0 || kms.DefaultCallTimeout > 500*time.Millisecond {
+		t.Errorf("DefaultCallTimeout = %v, want at most 500ms", kms.DefaultCallTimeout)
+	}
+}

@@ -27,9 +27,11 @@
 // A Provider is the tiny driver for one KMS: three operations (GenerateDataKey,
 // Encrypt, Decrypt) and the mapping of its SDK's errors to a Code. A Client
 // dispatches to providers by key URI scheme (registered explicitly with
-// WithProvider, never by init), validates input, bounds every call with a
-// timeout (WithCallTimeout, default 2s), turns every failure into an *Error,
-// and records telemetry. A SeedCache in front of a Client amortises KMS calls:
+// WithProvider, never by init), validates input, asks the endpoint's circuit
+// breaker (WithGuard; package breaker), waits for the endpoint's rate limiter
+// (WithRateLimit), bounds every call with a timeout (WithCallTimeout,
+// DefaultCallTimeout = 500ms), turns every failure into an *Error, and records
+// telemetry. A SeedCache in front of a Client amortises KMS calls:
 // concurrent requests for one (key, context) share one call (single flight),
 // and a cached seed is reused within MaxAge, MaxUses and MaxBytes. FlushKey
 // drops a key's seeds when its status changes. Every provider passes
@@ -55,7 +57,9 @@
 //	(*) also matches ErrKeyUnusable: the tenant's state, not the endpoint's.
 //
 // IsEndpointFailure (breaker), IsRetryable, IsKeyUnusable and CodeOf classify
-// any error. A call abandoned because the caller's context ended matches
+// any error. A call refused by the endpoint's open circuit breaker never
+// reaches the KMS; it is endpoint_unreachable and also matches ErrCircuitOpen
+// (IsCircuitOpen). A call abandoned because the caller's context ended matches
 // context.Canceled or context.DeadlineExceeded (IsCanceled) and is never an
 // endpoint failure; test for it first, so a shutdown leaves work for
 // redelivery instead of dead-lettering it. A call that exceeds the Client's
@@ -72,7 +76,8 @@
 //	keyward.kms.calls          counter    {provider, op, code}  → keyward_kms_calls_total
 //	keyward.kms.call.duration  histogram  {provider, op}, s     → keyward_kms_call_duration_seconds
 //
-// where code is "ok", "canceled" or an error Code. The SeedCache records
+// where code is "ok", "canceled", "circuit_open" (refused by the endpoint's
+// circuit breaker) or an error Code. The SeedCache records
 //
 //	keyward.kms.seed_cache.lookups    counter  {cache=seed|unwrap, result=hit|miss}
 //	keyward.kms.seed_cache.evictions  counter  {cache, reason=age|uses|bytes|capacity|flush|replaced}

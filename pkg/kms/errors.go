@@ -57,6 +57,13 @@ var (
 	ErrInvalidCiphertext = errors.New("kms: invalid ciphertext")
 	ErrInvalidArgument   = errors.New("kms: invalid argument")
 	ErrInternal          = errors.New("kms: internal error")
+
+	// ErrCircuitOpen is matched by the error of a call that a Client's
+	// Guard (the endpoint's circuit breaker, package breaker) refused
+	// without reaching the rate limiter or the KMS. Such an error has
+	// CodeEndpointUnreachable: it is an endpoint failure and retryable, so
+	// callers fail over exactly as for an unreachable endpoint.
+	ErrCircuitOpen = errors.New("kms: circuit breaker open")
 )
 
 // codes lists every Code in a fixed order (used for counters and tests).
@@ -209,6 +216,13 @@ func IsCanceled(err error) bool {
 func IsEndpointFailure(err error) bool {
 	return CodeOf(err) == CodeEndpointUnreachable && !IsCanceled(err)
 }
+
+// IsCircuitOpen reports whether err comes from a call refused by the
+// endpoint's circuit breaker (a Client's Guard) without reaching the KMS.
+// Such an error is also CodeEndpointUnreachable (IsEndpointFailure,
+// IsRetryable); IsCircuitOpen tells it apart from a call that did reach the
+// endpoint and failed.
+func IsCircuitOpen(err error) bool { return errors.Is(err, ErrCircuitOpen) }
 
 // IsKeyUnusable reports whether err says the key itself cannot be used
 // (CodeKeyDisabled, CodeAccessDenied, CodeKeyNotFound): the tenant's state,
