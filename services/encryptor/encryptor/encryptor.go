@@ -143,9 +143,11 @@ func ConsumerConfig(o Options) jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.AckWait,
 		MaxDeliver:    o.MaxDeliver,
-		// BackOff applies when an ack is never sent (a crashed worker);
-		// transient failures are nak'ed with their own delay by the Settler.
-		BackOff:       []time.Duration{o.AckWait, 2 * o.AckWait, 5 * o.AckWait},
+		// No BackOff: transient failures and holds are nak'ed with their
+		// own delay by the Settler, and nats-server (v2.15.2, measured) does
+		// not honour a nak's delay from the second delivery on when the
+		// consumer has a BackOff — a 1 s retry came back after more than a
+		// minute. A crashed worker's messages come back after AckWait.
 		MaxAckPending: 16 * o.BatchSize,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}

@@ -602,6 +602,8 @@ func (w *Worker) held(r *result, dec tenant.Decision, m jetstream.Msg) bool {
 		return false
 	}
 	delay := min(left, max(time.Second, dec.Hold/4))
+	w.log.Debug("asset held: customer key unreachable, within the tenant's hold window", "tenant_id", r.tenant, "asset_id", r.asset,
+		"deliveries", md.NumDelivered, "window_left", left.String(), "retry_in", delay.String())
 	r.kind, r.err = kindRetry, events.Hold(delay, "the customer key is unreachable; held within the tenant's hold window of "+dec.Hold.String())
 	r.held = true
 	return true
