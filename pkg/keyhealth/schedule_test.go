@@ -1,0 +1,162 @@
+package keyhealth_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/keyhealth"
+)
+
+func TestScheduleInterval(t *testing.T) {
+	s := keyhealth.Schedule{}
+	cases := []struct {
+		st      events.KeyStatus
+		pending bool
+		want    time.Duration
+	}{
+		{events.KeyStatusUnknown, false, 60 * time.Second},
+		{events.KeyStatusUnknown, true, 10 * time.Second},
+		{events.KeyStatusAvailable, false, 60 * time.Second},
+		{events.KeyStatusAvailable, true, 10 * time.Second},
+		{events.KeyStatusDegraded, false, 10 * time.Second},
+		{events.KeyStatusUnavailable, false, 10 * time.Second},
+		{events.KeyStatusRevoked, false, 10 * time.Second},
+	}
+	for _, tc := range cases {
+		if got := s.Interval(tc.st, tc.pending); got != tc.want {
+			t.Errorf("Interval(%q, %v) = %v, want %v", tc.st, tc.pending, got, tc.want)
+		}
+	}
+	custom := keyhealth.Schedule{Healthy: time.Second, Unhealthy: 100 * time.Millisecond}
+	if custom.Interval(events.KeyStatusAvailable, false) != time.Second || custom.Interval(events.KeyStatusRevoked, false) != 100*time.Millisecond {
+		t.Error("custom intervals ignored")
+	}
+}
+
+func TestScheduleJitter(t *testing.T) {
+	cases := []struct {
+		jitter   float64
+		u        float64
+		min, max time.Duration
+	}{
+		{0, 0, 54 * time.Second, 54 * time.Second},
+		{0, 0.5, 60 * time.Second, 60 * time.Second},
+		{0, 0.99999, 65 * time.Second, 66 * time.Second},
+		{-1, 0, 60 * time.Second, 60 * time.Second},
+		{-1, 0.9, 60 * time.Second, 60 * time.Second},
+		{0.25, 0, 45 * time.Second, 45 * time.Second},
+		{0.9, 0, 30 * time.Second, 30 * time.Second}, // capped at 0.5
+		{0, 7, 65 * time.Second, 66 * time.Second},   // u clamped
+	}
+	for _, tc := range cases {
+		s := keyhealth.Schedule{Jitter: tc.jitter}
+		if got := s.Next(events.KeyStatusAvailable, false, tc.u); got < tc.min || got > tc.max {
+			t.Errorf("jitter %v u %v: Next = %v, want in [%v, %v]", tc.jitter, tc.u, got, tc.min, tc.max)
+		}
+	}
+}
+
+// First spreads 10,000 keys' first probes uniformly over the interval: no
+// one-second window gets more than 1.3× the average.
+func TestScheduleFirstSpreads(t *testing.T) {
+	s := keyhealth.Schedule{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const keys = 10000
+	var perSecond [60]int
+	for range keys {
+		d := s.First(events.KeyStatusUnknown, false, rng.Float64())
+		if d < 0 || d >= 60*time.Second {
+			t.Fatalf("First = %v outside [0, 60s)", d)
+		}
+		perSecond[int(d/time.Second)]++
+	}
+	avg := float64(keys) / 60
+	for sec, n := range perSecond {
+		if float64(n) > 1.3*avg || float64(n) < 0.7*avg {
+			t.Errorf("second %d: %d first probes, average %.0f", sec, n, avg)
+		}
+	}
+	if d := s.First(events.KeyStatusRevoked, false, 0.5); d != 5*time.Second {
+		t.Errorf("First of a revoked key = %v, want half the unhealthy interval", d)
+	}
+}
+
+func TestPartition(t *testing.T) {
+	const n = 32
+	counts := make([]int, n)
+	for i := range 10000 {
+		id := fmt.Sprintf("tenant-%d", i)
+		p := keyhealth.Partition(id, n)
+		if p != keyhealth.Partition(id, n) {
+			t.Fatal("not deterministic")
+		}
+		counts[p]++
+	}
+	for p, c := range counts {
+		if c < 200 || c > 430 { // 312 on average
+			t.Errorf("partition %d holds %d of 10000 tenants", p, c)
+		}
+	}
+	// Pinned: changing the function moves every tenant between instances.
+	if got := keyhealth.Partition("acme", 32); got != 15 {
+		t.Errorf("Partition(acme, 32) = %d, want 15", got)
+	}
+	if keyhealth.Partition("acme", 1) != 0 || keyhealth.Partition("acme", 0) != 0 {
+		t.Error("a single partition must be 0")
+	}
+}
+
+func TestShare(t *testing.T) {
+	for _, tc := range []struct{ n, live, want int }{
+		{32, 1, 32}, {32, 2, 16}, {32, 3, 11}, {32, 5, 7}, {32, 64, 1}, {32, 0, 32}, {1, 2, 1},
+	} {
+		if got := keyhealth.Share(tc.n, tc.live); got != tc.want {
+			t.Errorf("Share(%d, %d) = %d, want %d", tc.n, tc.live, got, tc.want)
+		}
+	}
+}
+
+func TestQueue(t *testing.T) {
+	var q keyhealth.Queue
+	if _, _, ok := q.Peek(); ok {
+		t.Fatal("empty queue peeked")
+	}
+	q.Set("c", t0.Add(3*time.Second))
+	q.Set("a", t0.Add(1*time.Second))
+	q.Set("b", t0.Add(2*time.Second))
+	q.Set("d", t0.Add(4*time.Second))
+	if id, due, _ := q.Peek(); id != "a" || !due.Equal(t0.Add(time.Second)) {
+		t.Fatalf("Peek = %s %v", id, due)
+	}
+	q.Set("a", t0.Add(10*time.Second)) // moved later
+	if !q.Advance("d", t0) || q.Advance("zz", t0) {
+		t.Fatal("Advance")
+	}
+	q.Advance("b", t0.Add(time.Hour)) // never later
+	if !q.Remove("c") || q.Remove("c") {
+		t.Fatal("Remove")
+	}
+	if due, ok := q.Due("b"); !ok || !due.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("Due(b) = %v %v", due, ok)
+	}
+	var order []string
+	for {
+		id, ok := q.PopDue(t0.Add(5 * time.Second))
+		if !ok {
+			break
+		}
+		order = append(order, id)
+	}
+	if fmt.Sprint(order) != "[d b]" || q.Len() != 1 {
+		t.Fatalf("popped %v, %d left", order, q.Len())
+	}
+	if _, ok := q.PopDue(t0.Add(9 * time.Second)); ok {
+		t.Fatal("popped a key not due")
+	}
+	if id, ok := q.PopDue(t0.Add(10 * time.Second)); !ok || id != "a" {
+		t.Fatalf("PopDue = %s %v", id, ok)
+	}
+}
