@@ -32,6 +32,10 @@ const (
 	// BucketKeyStatus is the KV bucket of the current status of every
 	// enrolled key.
 	BucketKeyStatus = "KW_KEY_STATUS"
+	// BucketKeyHealthLeases is the KV bucket in which key-health-monitor
+	// instances hold leases on tenant partitions and announce themselves
+	// (heartbeats); entries expire after KeyHealthLeaseTTL unless renewed.
+	BucketKeyHealthLeases = "KW_KEY_HEALTH_LEASES"
 
 	// SubjectRoot is the first token of every Keyward subject.
 	SubjectRoot = "keyward"

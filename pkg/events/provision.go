@@ -34,6 +34,12 @@ const (
 	TenantsHistory = 10
 	// KeyStatusHistory keeps the last statuses of each key.
 	KeyStatusHistory = 5
+	// KeyHealthLeaseTTL is how long a key-health-monitor's partition lease
+	// or heartbeat lives in BucketKeyHealthLeases without a renewal: a
+	// crashed instance's partitions are taken over within about this long.
+	// Instances renew every quarter of it, so a renewal may fail three
+	// times in a row before a lease is lost.
+	KeyHealthLeaseTTL = 15 * time.Second
 )
 
 // ProvisionOptions tune provisioning for the deployment.
@@ -43,6 +49,8 @@ type ProvisionOptions struct {
 	Replicas int
 	// Storage defaults to file storage.
 	Storage jetstream.StorageType
+	// KeyHealthLeaseTTL overrides KeyHealthLeaseTTL (tests shorten it).
+	KeyHealthLeaseTTL time.Duration
 }
 
 // StreamConfigs returns the declared configuration of every Keyward stream.
@@ -139,6 +147,15 @@ func KeyValueConfigs(o ProvisionOptions) []jetstream.KeyValueConfig {
 			Storage:      o.Storage,
 			Replicas:     r,
 		},
+		{
+			Bucket:       BucketKeyHealthLeases,
+			Description:  "Key-health-monitor partition leases and instance heartbeats (entries expire unless renewed)",
+			History:      1,
+			TTL:          leaseTTL(o),
+			MaxValueSize: 1 << 10,
+			Storage:      o.Storage,
+			Replicas:     r,
+		},
 	}
 }
 
@@ -166,6 +183,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, o ProvisionOptions) 
 		return fmt.Errorf("provisioning JetStream: %w", err)
 	}
 	return nil
+}
+
+func leaseTTL(o ProvisionOptions) time.Duration {
+	if o.KeyHealthLeaseTTL > 0 {
+		return o.KeyHealthLeaseTTL
+	}
+	return KeyHealthLeaseTTL
 }
 
 func replicas(o ProvisionOptions) int {
