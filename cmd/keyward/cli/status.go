@@ -21,6 +21,7 @@ type Status struct {
 	DeadLetters  map[string]uint64 `json:"dead_letters"`
 	ObjectStores []BucketStatus    `json:"object_stores"`
 	KeyValue     []BucketStatus    `json:"key_value"`
+	Keys         *KeyHealth        `json:"keys,omitempty"`
 }
 
 // StreamStatus summarises one stream.
@@ -54,7 +55,7 @@ type BucketStatus struct {
 func (a *App) statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Streams, consumers and their backlogs, dead letters by reason, buckets",
+		Short: "Streams, consumers and their backlogs, dead letters by reason, key health and KMS breakers, buckets",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, _, js, done, err := a.session(cmd)
@@ -155,6 +156,9 @@ func CollectStatus(ctx context.Context, js jetstream.JetStream) (*Status, error)
 		}
 		st.KeyValue = append(st.KeyValue, BucketStatus{Name: cfg.Bucket, Entries: s.Values(), Bytes: s.Bytes()})
 	}
+	if kh, err := CollectKeyHealth(ctx, js); err == nil {
+		st.Keys = kh
+	}
 	return st, nil
 }
 
@@ -190,6 +194,7 @@ func (a *App) printStatus(st *Status) {
 	}
 	fmt.Fprintf(tw, "total\t%d\t\t\t\t\n", total)
 	fmt.Fprintln(tw)
+	a.printKeyHealth(tw, st.Keys)
 	fmt.Fprintln(tw, "BUCKET\tENTRIES\tBYTES\t\t\t")
 	for _, b := range append(append([]BucketStatus(nil), st.ObjectStores...), st.KeyValue...) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t\t\t\n", b.Name, b.Entries, humanBytes(b.Bytes))
