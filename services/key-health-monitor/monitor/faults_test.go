@@ -43,6 +43,7 @@ func enable(t testing.TB, c *cloud, k kms.KeyURI)  { c.enable(t, k) }
 // reason, source) and the KV record updated, and clearing the fault makes
 // it available again with one more event.
 func TestFaultsAWS(t *testing.T) {
+	t.Parallel()
 	runFaults(t, awsCloud, []fault{
 		{"hang", setFault(kmstest.FaultHang), clearFault, events.KeyStatusUnavailable, "endpoint_unreachable"},
 		{"refused", setFault(kmstest.FaultRefuse), clearFault, events.KeyStatusUnavailable, "endpoint_unreachable"},
@@ -64,6 +65,7 @@ func TestFaultsAWS(t *testing.T) {
 }
 
 func TestFaultsOCI(t *testing.T) {
+	t.Parallel()
 	runFaults(t, ociCloud, []fault{
 		{"hang", setFault(kmstest.FaultHang), clearFault, events.KeyStatusUnavailable, "endpoint_unreachable"},
 		{"refused", setFault(kmstest.FaultRefuse), clearFault, events.KeyStatusUnavailable, "endpoint_unreachable"},

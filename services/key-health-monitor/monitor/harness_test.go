@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyward/keyward/pkg/events"
@@ -153,6 +154,7 @@ func testLogger() *slog.Logger {
 // instance is a running monitor.
 type instance struct {
 	w      *monitor.Worker
+	nc     *nats.Conn
 	client *kms.Client
 	cancel context.CancelFunc
 	done   chan error
@@ -164,7 +166,7 @@ type instance struct {
 func (e *env) start(o monitor.Options) *instance {
 	e.t.Helper()
 	nc, js := e.nats.Connect(e.t)
-	in := &instance{client: e.newClient(), done: make(chan error, 1), t: e.t}
+	in := &instance{nc: nc, client: e.newClient(), done: make(chan error, 1), t: e.t}
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := monitor.New(ctx, monitor.Deps{NC: nc, JS: js, KMS: in.client}, o)
 	if err != nil {
@@ -238,9 +240,24 @@ type statusEvent struct {
 // statusEvents reads every KeyStatusChanged of a tenant from KW_KEYS.
 func (e *env) statusEvents(tenantID string) []statusEvent {
 	e.t.Helper()
+	return e.readStatusEvents(events.SubjectKeyStatus(tenantID))
+}
+
+// allStatusEvents reads every KeyStatusChanged from KW_KEYS, by tenant.
+func (e *env) allStatusEvents() map[string][]statusEvent {
+	e.t.Helper()
+	out := map[string][]statusEvent{}
+	for _, ev := range e.readStatusEvents(events.SubjectKeyStatusAll) {
+		out[ev.TenantID] = append(out[ev.TenantID], ev)
+	}
+	return out
+}
+
+func (e *env) readStatusEvents(filter string) []statusEvent {
+	e.t.Helper()
 	ctx := context.Background()
 	cons, err := e.nats.JS.OrderedConsumer(ctx, events.StreamKeys, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectKeyStatus(tenantID)},
+		FilterSubjects: []string{filter},
 	})
 	if err != nil {
 		e.t.Fatal(err)
