@@ -29,10 +29,11 @@ const (
 	// redelivery, so the SDK's stays small.
 	DefaultMaxAttempts = 2
 	// DefaultRetryMaxBackoff caps the SDK's jittered delay before a retry.
-	// It stays well under kms.DefaultCallTimeout: a retry still waiting
-	// when the Client's per-call timeout ends turns a throttled call into
-	// an endpoint_unreachable one.
-	DefaultRetryMaxBackoff = 250 * time.Millisecond
+	// It stays well under kms.DefaultCallTimeout (500 ms): a retry still
+	// waiting when the Client's per-call timeout ends turns a throttled
+	// call into an endpoint_unreachable one, which counts against the
+	// endpoint's circuit breaker.
+	DefaultRetryMaxBackoff = 100 * time.Millisecond
 	// retryBaseDelay is the base of the exponential backoff for errors other
 	// than throttling (throttling starts at 1s, capped by the max backoff).
 	retryBaseDelay = 50 * time.Millisecond

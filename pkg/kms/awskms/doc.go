@@ -66,7 +66,9 @@
 // are kept small: DefaultMaxAttempts (2: one quick retry of a retryable
 // error — connection failures, 5xx, throttling), jittered exponential
 // backoff from 50 ms (1 s for throttling) capped at DefaultRetryMaxBackoff
-// (250 ms, well under the kms.Client's 2 s call timeout), and no
+// (100 ms, well under the kms.Client's 500 ms call timeout, so a throttled
+// call ends as throttled rather than as a timeout that would count against
+// the endpoint's circuit breaker), and no
 // client-side retry quota (Keyward rate-limits per endpoint itself, and an
 // exhausted quota would hide the service's error). WithMaxAttempts and
 // WithRetryMaxBackoff change them.

@@ -35,11 +35,14 @@ const (
 // Defaults of the SDK retry budget. Keyward's own retry layer is JetStream
 // redelivery (with backoff computed from the delivery count), so the SDK
 // retries at most once, quickly, and never sleeps through a long
-// Retry-After inside a call bounded by kms.Client's per-call timeout.
+// Retry-After inside a call bounded by kms.Client's per-call timeout
+// (500 ms by default): a retry still waiting when that timeout ends would
+// turn a throttled call into an endpoint_unreachable one, which counts
+// against the endpoint's circuit breaker.
 const (
 	DefaultMaxRetries    = 1
-	defaultRetryDelay    = 200 * time.Millisecond
-	defaultMaxRetryDelay = 500 * time.Millisecond
+	defaultRetryDelay    = 100 * time.Millisecond
+	defaultMaxRetryDelay = 200 * time.Millisecond
 )
 
 // The message wrapped by Key Vault is
@@ -185,15 +188,15 @@ func WithDisableInstanceDiscovery() Option {
 // WithWorkloadIdentity: Transport (e.g. an emulator's TLS client), Cloud
 // (sovereign clouds: cloud.AzureChina, cloud.AzureGovernment), tracing,
 // logging. Retry.MaxRetries is governed by WithMaxRetries; zero
-// Retry.RetryDelay and Retry.MaxRetryDelay take Keyward's defaults (200 ms,
-// 500 ms).
+// Retry.RetryDelay and Retry.MaxRetryDelay take Keyward's defaults (100 ms,
+// 200 ms).
 func WithClientOptions(o azcore.ClientOptions) Option {
 	return func(c *config) { c.co = o }
 }
 
 // WithMaxRetries sets the SDK's retry budget per call (default
 // DefaultMaxRetries = 1; 0 disables SDK retries). The SDK retries
-// connection failures, 408, 429 and 5xx; a Retry-After longer than 500 ms is
+// connection failures, 408, 429 and 5xx; a Retry-After longer than 200 ms is
 // not waited for (the call fails as throttled and JetStream redelivers
 // later). Every call is bounded anyway by kms.Client's per-call timeout,
 // through ctx.

@@ -115,9 +115,10 @@
 //
 // Keyward's retry layer is JetStream redelivery. The SDK retries at most
 // WithMaxRetries times (default 1; 0 disables) — connection failures, 408,
-// 429, 5xx — after 200 ms, and never waits out a Retry-After longer than
-// 500 ms: the call fails as throttled instead. Per-call timeouts come from
-// kms.Client through ctx.
+// 429, 5xx — after about 100 ms, and never waits out a Retry-After longer
+// than 200 ms: the call fails as throttled instead, within kms.Client's
+// 500 ms call timeout, so it is not mistaken for an unreachable endpoint.
+// Per-call timeouts come from kms.Client through ctx.
 //
 // # Errors
 //

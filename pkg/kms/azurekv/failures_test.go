@@ -178,7 +178,7 @@ func TestFailureThrottled(t *testing.T) {
 		start := time.Now()
 		checkClass(t, "GenerateDataKey, HTTP 429", s.generate(t.Context()), kms.CodeThrottled)
 		checkClass(t, "Decrypt, HTTP 429", s.decrypt(t.Context(), s.dk.Ciphertext), kms.CodeThrottled)
-		// Retry-After: 1 exceeds the 500ms the SDK may wait: no retry, no sleep.
+		// Retry-After: 1 exceeds the 200ms the SDK may wait: no retry, no sleep.
 		if d := time.Since(start); d > 900*time.Millisecond {
 			t.Errorf("two throttled calls took %v: the SDK slept through Retry-After", d)
 		}
