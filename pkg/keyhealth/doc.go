@@ -55,8 +55,8 @@
 // # Schedule
 //
 // Schedule says when a key is probed next: every Healthy interval (60 s by
-// default) while it is available with no candidate, every Unhealthy
-// interval (10 s) otherwise, each with ±Jitter; First spreads the first
+// default) while it is available (or not known yet) and no result suggests
+// a problem, every Unhealthy interval (10 s) otherwise, each with ±Jitter; First spreads the first
 // probes of many keys uniformly over the interval, so 10,000 tenants never
 // start in one burst. Queue is the due-time priority queue the monitor's
 // dispatcher takes keys from. Partition maps a tenant to one of P

@@ -56,13 +56,17 @@ func (s Schedule) jitter() float64 {
 	return s.Jitter
 }
 
-// Interval is the nominal time between two probes of a key in status st:
-// Healthy while it is available or not known yet (a key that was never
-// probed is presumed usable) and no result disagrees (pending false),
-// Unhealthy otherwise, so a suspected change is confirmed or refuted
-// quickly.
-func (s Schedule) Interval(st events.KeyStatus, pending bool) time.Duration {
-	if !pending && (st == events.KeyStatusAvailable || st == events.KeyStatusUnknown) {
+// Interval is the nominal time between two probes of a key in status st
+// whose latest results argue for candidate (KeyStatusUnknown when none
+// disagree): Unhealthy while the key is not usable-and-healthy or a
+// problem is suspected, so a change is confirmed or refuted quickly;
+// Healthy otherwise. A key not known yet (never probed) whose results say
+// available is confirmed at the healthy pace: it is presumed usable
+// anyway, and 10,000 new keys confirmed at the unhealthy pace would triple
+// the probe load of a fresh start.
+func (s Schedule) Interval(st, candidate events.KeyStatus) time.Duration {
+	healthy := st == events.KeyStatusAvailable || st == events.KeyStatusUnknown
+	if healthy && (candidate == events.KeyStatusUnknown || candidate == events.KeyStatusAvailable) {
 		return s.healthy()
 	}
 	return s.unhealthy()
@@ -70,8 +74,8 @@ func (s Schedule) Interval(st events.KeyStatus, pending bool) time.Duration {
 
 // Next is the delay before the next probe: Interval ± Jitter. u is a
 // uniform random number in [0, 1).
-func (s Schedule) Next(st events.KeyStatus, pending bool, u float64) time.Duration {
-	d := s.Interval(st, pending)
+func (s Schedule) Next(st, candidate events.KeyStatus, u float64) time.Duration {
+	d := s.Interval(st, candidate)
 	j := s.jitter()
 	return time.Duration(float64(d) * (1 - j + 2*j*clamp01(u)))
 }
@@ -80,8 +84,8 @@ func (s Schedule) Next(st events.KeyStatus, pending bool, u float64) time.Durati
 // uniform over [0, Interval), so the first probes of many keys are spread
 // over one interval instead of bursting at start-up or takeover. u is a
 // uniform random number in [0, 1).
-func (s Schedule) First(st events.KeyStatus, pending bool, u float64) time.Duration {
-	return time.Duration(float64(s.Interval(st, pending)) * clamp01(u))
+func (s Schedule) First(st, candidate events.KeyStatus, u float64) time.Duration {
+	return time.Duration(float64(s.Interval(st, candidate)) * clamp01(u))
 }
 
 func clamp01(u float64) float64 {

@@ -12,26 +12,37 @@ import (
 
 func TestScheduleInterval(t *testing.T) {
 	s := keyhealth.Schedule{}
+	const (
+		none        = events.KeyStatusUnknown
+		available   = events.KeyStatusAvailable
+		degraded    = events.KeyStatusDegraded
+		unavailable = events.KeyStatusUnavailable
+		revoked     = events.KeyStatusRevoked
+	)
 	cases := []struct {
-		st      events.KeyStatus
-		pending bool
-		want    time.Duration
+		st, candidate events.KeyStatus
+		want          time.Duration
 	}{
-		{events.KeyStatusUnknown, false, 60 * time.Second},
-		{events.KeyStatusUnknown, true, 10 * time.Second},
-		{events.KeyStatusAvailable, false, 60 * time.Second},
-		{events.KeyStatusAvailable, true, 10 * time.Second},
-		{events.KeyStatusDegraded, false, 10 * time.Second},
-		{events.KeyStatusUnavailable, false, 10 * time.Second},
-		{events.KeyStatusRevoked, false, 10 * time.Second},
+		{none, none, 60 * time.Second},
+		{none, available, 60 * time.Second}, // a new key is confirmed at the healthy pace
+		{none, unavailable, 10 * time.Second},
+		{none, revoked, 10 * time.Second},
+		{available, none, 60 * time.Second},
+		{available, degraded, 10 * time.Second},
+		{available, unavailable, 10 * time.Second},
+		{degraded, none, 10 * time.Second},
+		{degraded, available, 10 * time.Second},
+		{unavailable, none, 10 * time.Second},
+		{unavailable, available, 10 * time.Second},
+		{revoked, none, 10 * time.Second},
 	}
 	for _, tc := range cases {
-		if got := s.Interval(tc.st, tc.pending); got != tc.want {
-			t.Errorf("Interval(%q, %v) = %v, want %v", tc.st, tc.pending, got, tc.want)
+		if got := s.Interval(tc.st, tc.candidate); got != tc.want {
+			t.Errorf("Interval(%q, %q) = %v, want %v", tc.st, tc.candidate, got, tc.want)
 		}
 	}
 	custom := keyhealth.Schedule{Healthy: time.Second, Unhealthy: 100 * time.Millisecond}
-	if custom.Interval(events.KeyStatusAvailable, false) != time.Second || custom.Interval(events.KeyStatusRevoked, false) != 100*time.Millisecond {
+	if custom.Interval(available, none) != time.Second || custom.Interval(revoked, none) != 100*time.Millisecond {
 		t.Error("custom intervals ignored")
 	}
 }
@@ -53,7 +64,7 @@ func TestScheduleJitter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		s := keyhealth.Schedule{Jitter: tc.jitter}
-		if got := s.Next(events.KeyStatusAvailable, false, tc.u); got < tc.min || got > tc.max {
+		if got := s.Next(events.KeyStatusAvailable, "", tc.u); got < tc.min || got > tc.max {
 			t.Errorf("jitter %v u %v: Next = %v, want in [%v, %v]", tc.jitter, tc.u, got, tc.min, tc.max)
 		}
 	}
@@ -67,7 +78,7 @@ func TestScheduleFirstSpreads(t *testing.T) {
 	const keys = 10000
 	var perSecond [60]int
 	for range keys {
-		d := s.First(events.KeyStatusUnknown, false, rng.Float64())
+		d := s.First(events.KeyStatusUnknown, "", rng.Float64())
 		if d < 0 || d >= 60*time.Second {
 			t.Fatalf("First = %v outside [0, 60s)", d)
 		}
@@ -79,7 +90,7 @@ func TestScheduleFirstSpreads(t *testing.T) {
 			t.Errorf("second %d: %d first probes, average %.0f", sec, n, avg)
 		}
 	}
-	if d := s.First(events.KeyStatusRevoked, false, 0.5); d != 5*time.Second {
+	if d := s.First(events.KeyStatusRevoked, "", 0.5); d != 5*time.Second {
 		t.Errorf("First of a revoked key = %v, want half the unhealthy interval", d)
 	}
 }

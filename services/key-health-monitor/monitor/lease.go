@@ -280,9 +280,9 @@ func (w *Worker) seedPartition(ctx context.Context, part *partition) {
 		}
 		st, _, _ := ks.tracker.Status()
 		ks.mu.Unlock()
-		if st != "" && st != "available" {
+		if st != events.KeyStatusUnknown && st != events.KeyStatusAvailable {
 			w.mu.Lock()
-			w.queue.Advance(ks.id, time.Now().Add(w.schedule.First(st, false, rand.Float64())))
+			w.queue.Advance(ks.id, time.Now().Add(w.schedule.First(st, events.KeyStatusUnknown, rand.Float64())))
 			w.mu.Unlock()
 			w.signal()
 		}

@@ -390,7 +390,7 @@ func (w *Worker) addKey(part *partition, tenantID, uriStr string) {
 		tracker: keyhealth.NewTracker(w.o.Hysteresis),
 	}
 	w.keys[ks.id] = ks
-	w.queue.Set(ks.id, time.Now().Add(w.schedule.First(events.KeyStatusUnknown, false, rand.Float64())))
+	w.queue.Set(ks.id, time.Now().Add(w.schedule.First(events.KeyStatusUnknown, events.KeyStatusUnknown, rand.Float64())))
 	w.signal()
 }
 
@@ -530,9 +530,9 @@ func (w *Worker) probe(ctx context.Context, ks *keyState) keyhealth.Result {
 func (w *Worker) reschedule(ks *keyState) {
 	ks.mu.Lock()
 	st, _, _ := ks.tracker.Status()
-	pending := ks.tracker.Pending()
+	candidate, _ := ks.tracker.Candidate()
 	ks.mu.Unlock()
-	d := w.schedule.Next(st, pending, rand.Float64())
+	d := w.schedule.Next(st, candidate, rand.Float64())
 	w.mu.Lock()
 	ks.inflight = false
 	if w.keys[ks.id] == ks {
