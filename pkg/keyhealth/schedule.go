@@ -3,6 +3,7 @@ package keyhealth
 import (
 	"container/heap"
 	"hash/fnv"
+	"math"
 	"time"
 
 	"github.com/keyward/keyward/pkg/events"
@@ -80,12 +81,30 @@ func (s Schedule) Next(st, candidate events.KeyStatus, u float64) time.Duration 
 	return time.Duration(float64(d) * (1 - j + 2*j*clamp01(u)))
 }
 
-// First is the delay before a key's first probe once the monitor owns it:
-// uniform over [0, Interval), so the first probes of many keys are spread
-// over one interval instead of bursting at start-up or takeover. u is a
-// uniform random number in [0, 1).
+// First is the delay before a key's first probe once the monitor owns it,
+// drawn so that the probes of many keys started together are as spread as
+// they will be in the steady state, from the first second on.
+//
+// Uniform over [0, Interval) is not enough: the second probes then come
+// Interval ± Jitter after the first, so around t = Interval the last first
+// probes and the earliest second probes overlap (1.5× the average load)
+// and just after it both thin out (0.5×). Instead the delay is drawn from
+// the equilibrium distribution of the probe process — the time to the next
+// probe seen at a random moment of a key probed every Interval ± Jitter:
+// density 1/I on [0, (1-j)I], then falling linearly to 0 at (1+j)I. Every
+// key then behaves as if it had been probed for ever, and the total rate
+// is flat. u is a uniform random number in [0, 1).
 func (s Schedule) First(st, candidate events.KeyStatus, u float64) time.Duration {
-	return time.Duration(float64(s.Interval(st, candidate)) * clamp01(u))
+	i := float64(s.Interval(st, candidate))
+	j := s.jitter()
+	u = clamp01(u)
+	lo, hi := (1-j)*i, (1+j)*i
+	if x := u * i; x <= lo || j == 0 {
+		return time.Duration(x)
+	}
+	// Inverse of the CDF on the falling part: u = lo/i + ((hi-lo)² - (hi-t)²) / (2(hi-lo)i).
+	w := hi - lo
+	return time.Duration(hi - math.Sqrt(max(0, w*w-2*w*(u*i-lo))))
 }
 
 func clamp01(u float64) float64 {

@@ -70,28 +70,41 @@ func TestScheduleJitter(t *testing.T) {
 	}
 }
 
-// First spreads 10,000 keys' first probes uniformly over the interval: no
-// one-second window gets more than 1.3× the average.
-func TestScheduleFirstSpreads(t *testing.T) {
-	s := keyhealth.Schedule{}
-	rng := rand.New(rand.NewPCG(1, 2))
-	const keys = 10000
-	var perSecond [60]int
-	for range keys {
-		d := s.First(events.KeyStatusUnknown, "", rng.Float64())
-		if d < 0 || d >= 60*time.Second {
-			t.Fatalf("First = %v outside [0, 60s)", d)
+// First spreads 10,000 keys' first probes so that, with every later probe
+// Next after the previous one, the probe rate is flat from the start: no
+// second of the first five intervals sees more than 1.35× or less than
+// 0.65× the average (±4.5 standard deviations of the count), in particular not around the end of the first
+// interval, where first and second probes meet.
+func TestScheduleFirstIsSteadyFromTheStart(t *testing.T) {
+	for _, tc := range []struct{ jitter, effective float64 }{{0, 0.1}, {-1, 0}, {0.1, 0.1}, {0.3, 0.3}} {
+		jitter := tc.jitter
+		longest := time.Duration(float64(60*time.Second) * (1 + tc.effective))
+		s := keyhealth.Schedule{Jitter: jitter}
+		rng := rand.New(rand.NewPCG(1, 2))
+		const keys, seconds = 10000, 300
+		var perSecond [seconds]int
+		for range keys {
+			at := s.First(events.KeyStatusUnknown, "", rng.Float64())
+			if at < 0 || at > longest {
+				t.Fatalf("First = %v outside [0, %v]", at, longest)
+			}
+			for at < seconds*time.Second {
+				perSecond[int(at/time.Second)]++
+				at += s.Next(events.KeyStatusAvailable, "", rng.Float64())
+			}
 		}
-		perSecond[int(d/time.Second)]++
-	}
-	avg := float64(keys) / 60
-	for sec, n := range perSecond {
-		if float64(n) > 1.3*avg || float64(n) < 0.7*avg {
-			t.Errorf("second %d: %d first probes, average %.0f", sec, n, avg)
+		avg := float64(keys) / 60
+		for sec, n := range perSecond {
+			if float64(n) > 1.35*avg || float64(n) < 0.65*avg {
+				t.Errorf("jitter %v, second %d: %d probes, average %.0f", jitter, sec, n, avg)
+			}
 		}
 	}
-	if d := s.First(events.KeyStatusRevoked, "", 0.5); d != 5*time.Second {
+	if d := (keyhealth.Schedule{Jitter: -1}).First(events.KeyStatusRevoked, "", 0.5); d != 5*time.Second {
 		t.Errorf("First of a revoked key = %v, want half the unhealthy interval", d)
+	}
+	if d := (keyhealth.Schedule{}).First(events.KeyStatusAvailable, "", 0.9999999); d < 65*time.Second || d > 66*time.Second {
+		t.Errorf("First at u→1 = %v, want the longest interval, 66 s", d)
 	}
 }
 
