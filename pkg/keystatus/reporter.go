@@ -90,7 +90,7 @@ func (r *Reporter) Observe(ctx context.Context, tenantID string, key kms.KeyURI,
 // not a cancellation, Keyward's own breaker or rate limiter, or a bad
 // request.
 func Reportable(err error) bool {
-	if err == nil || kms.IsCanceled(err) || kms.IsCircuitOpen(err) {
+	if err == nil || kms.IsCanceled(err) || kms.IsCircuitOpen(err) || kms.IsRateLimited(err) {
 		return false
 	}
 	switch kms.CodeOf(err) {

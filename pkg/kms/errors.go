@@ -64,6 +64,11 @@ var (
 	// CodeEndpointUnreachable: it is an endpoint failure and retryable, so
 	// callers fail over exactly as for an unreachable endpoint.
 	ErrCircuitOpen = errors.New("kms: circuit breaker open")
+
+	// ErrRateLimited is matched by the error of a call that the Client's
+	// own per-endpoint rate limiter refused without reaching the KMS. Such
+	// an error has CodeThrottled.
+	ErrRateLimited = errors.New("kms: Keyward's own rate limit")
 )
 
 // codes lists every Code in a fixed order (used for counters and tests).
@@ -223,6 +228,10 @@ func IsEndpointFailure(err error) bool {
 // IsRetryable); IsCircuitOpen tells it apart from a call that did reach the
 // endpoint and failed.
 func IsCircuitOpen(err error) bool { return errors.Is(err, ErrCircuitOpen) }
+
+// IsRateLimited reports whether err comes from a call refused by the
+// Client's own per-endpoint rate limiter (CodeThrottled, no KMS request).
+func IsRateLimited(err error) bool { return errors.Is(err, ErrRateLimited) }
 
 // IsKeyUnusable reports whether err says the key itself cannot be used
 // (CodeKeyDisabled, CodeAccessDenied, CodeKeyNotFound): the tenant's state,

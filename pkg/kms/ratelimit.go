@@ -96,8 +96,8 @@ func (c *Client) waitTurn(ctx context.Context, op string, key KeyURI) *Error {
 		}
 		c.stats.limited.Add(1)
 		return c.newError(CodeThrottled, op, key, fmt.Errorf(
-			"Keyward's own rate limit for %s (%g calls/s) has no room within %s: the endpoint is saturated",
-			key.EndpointID(), float64(r.Limit()), c.timeout))
+			"%w for %s (%g calls/s) has no room within %s: the endpoint is saturated",
+			ErrRateLimited, key.EndpointID(), float64(r.Limit()), c.timeout))
 	}
 	return nil
 }

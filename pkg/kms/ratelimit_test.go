@@ -80,8 +80,8 @@ func TestRateLimitRefusesBeyondTheTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.GenerateDataKey(context.Background(), key, ec)
-	if !errors.Is(err, kms.ErrThrottled) || kms.IsEndpointFailure(err) {
-		t.Fatalf("second call = %v, want throttled (and not an endpoint failure)", err)
+	if !errors.Is(err, kms.ErrThrottled) || kms.IsEndpointFailure(err) || !kms.IsRateLimited(err) {
+		t.Fatalf("second call = %v, want throttled by Keyward's own limiter (and not an endpoint failure)", err)
 	}
 	if p.calls != 1 || c.Stats().RateLimited != 1 {
 		t.Fatalf("provider saw %d calls, rate limited %d", p.calls, c.Stats().RateLimited)
