@@ -88,7 +88,7 @@ func TestReporter(t *testing.T) {
 		&kms.Error{Code: kms.CodeInvalidArgument},
 		&kms.Error{Code: kms.CodeInternal, Err: context.Canceled},
 		&kms.Error{Code: kms.CodeEndpointUnreachable, Err: kms.ErrCircuitOpen}, // our own breaker: the failures that opened it were reported
-		&kms.Error{Code: kms.CodeThrottled, Err: kms.ErrRateLimited},          // our own rate limiter, not the KMS
+		&kms.Error{Code: kms.CodeThrottled, Err: kms.ErrRateLimited},           // our own rate limiter, not the KMS
 		errors.New("not a kms error"),
 	} {
 		r.Observe(ctx, "acme", other, kms.OpDecrypt, err, 0)
