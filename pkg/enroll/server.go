@@ -30,6 +30,7 @@ type Server struct {
 	log        *slog.Logger
 	now        func() time.Time
 	timeout    time.Duration
+	stored     func(ctx context.Context, tenantID string, revision uint64)
 
 	mu  sync.Mutex
 	sub *nats.Subscription
@@ -47,6 +48,14 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
 // WithClock sets the clock of enrollment times (tests).
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
+
+// WithStored sets a function called after a key is stored and before the
+// reply: the encryptor waits there until its own tenant cache has the new
+// revision, so an asset published right after `keyward tenant key add`
+// returns is decided with the key.
+func WithStored(fn func(ctx context.Context, tenantID string, revision uint64)) Option {
+	return func(s *Server) { s.stored = fn }
+}
 
 // NewServer returns an enrollment server; Start subscribes it.
 func NewServer(nc *nats.Conn, tenants *tenant.Store, p kms.Provider, plat platform.Config, opts ...Option) *Server {
@@ -181,6 +190,9 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 		return &Response{Error: ee}
 	case err != nil:
 		return fail(CodeInternal, "storing the key of tenant %s: %v", req.TenantID, err)
+	}
+	if s.stored != nil {
+		s.stored(ctx, req.TenantID, stored.Revision)
 	}
 	s.log.Info("key enrolled", "tenant_id", req.TenantID, "key_uri", uri, "role", role, "key_version", probe.KeyVersion)
 	return &Response{

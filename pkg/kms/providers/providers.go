@@ -17,6 +17,7 @@ import (
 	"github.com/oracle/oci-go-sdk/v65/common"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/awskms"
 	"github.com/keyward/keyward/pkg/kms/azurekv"
@@ -56,6 +57,17 @@ type Config struct {
 	OCIProfile    string
 
 	AzureAuth string
+
+	// Breaker puts a circuit breaker per KMS endpoint (pkg/breaker) in
+	// front of every call. Workers that use keys in live traffic turn it on
+	// (RegisterBreaker defaults it to true); the key-health-monitor does
+	// not, since its probes are what see an endpoint come back.
+	Breaker bool
+	// BreakerSettings tune the breakers; zero fields take the defaults.
+	BreakerSettings breaker.Settings
+	// OnBreakerChange, when set, is told every breaker state change (the
+	// service publishes it as BreakerStateChanged). Not a flag.
+	OnBreakerChange func(breaker.Change)
 }
 
 // Register defines the flags (with environment fallbacks) on f.
@@ -68,6 +80,18 @@ func (c *Config) Register(f *svc.Flags) {
 	f.String(&c.OCIConfigFile, "oci-config-file", "OCI_CONFIG_FILE", "", "OCI config file (default ~/.oci/config)")
 	f.String(&c.OCIProfile, "oci-profile", "OCI_CLI_PROFILE", "DEFAULT", "profile in the OCI config file")
 	f.String(&c.AzureAuth, "azure-auth", "KEYWARD_AZURE_AUTH", AzureAuthDefault, "Azure authentication: default (environment, workload identity, managed identity, CLI), client_secret, managed_identity, workload_identity or none")
+}
+
+// RegisterBreaker defines the circuit breaker flags (with environment
+// fallbacks) on f; workers that call KMSs in live traffic register them.
+func (c *Config) RegisterBreaker(f *svc.Flags) {
+	d := breaker.DefaultSettings()
+	f.Bool(&c.Breaker, "kms-breaker", "KEYWARD_KMS_BREAKER", true, "a circuit breaker per KMS endpoint (false turns them off)")
+	f.Int(&c.BreakerSettings.ConsecutiveFailures, "kms-breaker-failures", "KEYWARD_KMS_BREAKER_FAILURES", d.ConsecutiveFailures, "endpoint failures in a row that open an endpoint's breaker")
+	f.Int(&c.BreakerSettings.MinRequests, "kms-breaker-min-requests", "KEYWARD_KMS_BREAKER_MIN_REQUESTS", d.MinRequests, "calls in the window before the failure ratio (50%) can open the breaker")
+	f.Duration(&c.BreakerSettings.Window, "kms-breaker-window", "KEYWARD_KMS_BREAKER_WINDOW", d.Window, "rolling window of the failure ratio")
+	f.Duration(&c.BreakerSettings.OpenTimeout, "kms-breaker-open", "KEYWARD_KMS_BREAKER_OPEN", d.OpenTimeout, "how long an open breaker refuses calls before trial calls")
+	f.Int(&c.BreakerSettings.HalfOpenRequests, "kms-breaker-trials", "KEYWARD_KMS_BREAKER_TRIALS", d.HalfOpenRequests, "trial calls of a half-open breaker (that many successes close it)")
 }
 
 // NewClient builds a kms.Client with localkms and the three cloud providers.
@@ -178,6 +202,16 @@ func NewClient(ctx context.Context, c Config, plat platform.Config, mp metric.Me
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if c.Breaker {
+		bopts := []breaker.Option{breaker.WithSettings(c.BreakerSettings)}
+		if mp != nil {
+			bopts = append(bopts, breaker.WithMeterProvider(mp))
+		}
+		if c.OnBreakerChange != nil {
+			bopts = append(bopts, breaker.WithOnStateChange(c.OnBreakerChange))
+		}
+		opts = append(opts, kms.WithGuard(breaker.New(bopts...)))
 	}
 	return kms.NewClient(append(opts, extra...)...), nil
 }

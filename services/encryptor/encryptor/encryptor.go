@@ -88,7 +88,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 		return nil, err
 	}
 	w.enroll = enroll.NewServer(d.NC, tenant.NewStore(tkv, tenantOpts...), d.KMS, o.Platform,
-		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.WithLogger(w.log))
+		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.WithLogger(w.log), enroll.WithStored(w.awaitTenant))
 	skv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
 	if err != nil {
 		return nil, fmt.Errorf("encryptor: key status bucket: %w", err)
@@ -122,6 +122,19 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	}
 	w.tracer = otel.Tracer("github.com/keyward/keyward/services/encryptor")
 	return w, nil
+}
+
+// awaitTenant waits (at most 2 s) until this worker's tenant cache holds
+// revision of tenantID. Other instances see it within their own watch delay
+// (milliseconds).
+func (w *Worker) awaitTenant(ctx context.Context, tenantID string, revision uint64) {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if c, ok := w.tenants.Get(tenantID); ok && c.Revision >= revision {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // instanceName names this process in key observations: "<name>/<host>-<pid>".

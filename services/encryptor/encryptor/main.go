@@ -46,6 +46,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	f.String(&c.FallbackKey, "fallback-key", "KEYWARD_FALLBACK_KEY", "", "key URI of the platform fallback key (covered assets while the customer key is unreachable)")
 	f.String(&c.PlatformConfig, "platform-config", "KEYWARD_PLATFORM_CONFIG", "", "JSON file of the platform's identities and served regions (default: the dev identities)")
 	c.KMS.Register(f)
+	c.KMS.RegisterBreaker(f)
 	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
 	f.Int(&c.BatchSize, "batch-size", "KEYWARD_BATCH_SIZE", DefaultBatchSize, "messages committed together (one ledger transaction)")
 	f.Int(&c.Concurrency, "concurrency", "KEYWARD_CONCURRENCY", 0, "assets processed at once (0: 4 × cores)")
@@ -101,13 +102,6 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err != nil {
 		return err
 	}
-	client, err := providers.NewClient(ctx, cfg.KMS, plat, obs.Telemetry.MeterProvider())
-	if err != nil {
-		return err
-	}
-	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(obs.Telemetry.MeterProvider()))
-	defer seeds.Flush()
-
 	store, err := ledger.Open(filepath.Join(cfg.DataDir, "ledger.db"))
 	if err != nil {
 		return err
@@ -119,6 +113,15 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	defer nc.Close()
+	breakerEvents := NewBreakerEvents(js, instanceName("encryptor"), log)
+	defer breakerEvents.Close()
+	cfg.KMS.OnBreakerChange = breakerEvents.OnChange
+	client, err := providers.NewClient(ctx, cfg.KMS, plat, obs.Telemetry.MeterProvider())
+	if err != nil {
+		return err
+	}
+	seeds := kms.NewSeedCache(client, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(obs.Telemetry.MeterProvider()))
+	defer seeds.Flush()
 	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHealth()
 	obs.Serve(healthCtx, cfg.HTTPAddr)
