@@ -66,7 +66,8 @@ type Options struct {
 	// HealthyInterval between probes of an available key (60 s).
 	HealthyInterval time.Duration
 	// UnhealthyInterval between probes of a key that is not available or
-	// whose latest results disagree with its status (10 s).
+	// whose latest results suggest a problem (10 s, or a sixth of a
+	// shorter HealthyInterval).
 	UnhealthyInterval time.Duration
 	// Jitter varies each interval by ± this fraction (0.1; negative: none).
 	Jitter float64
@@ -111,7 +112,7 @@ func (o *Options) setDefaults() {
 		o.HealthyInterval = DefaultHealthyInterval
 	}
 	if o.UnhealthyInterval <= 0 {
-		o.UnhealthyInterval = DefaultUnhealthyInterval
+		o.UnhealthyInterval = min(DefaultUnhealthyInterval, o.HealthyInterval/6)
 	}
 	if o.Jitter == 0 {
 		o.Jitter = DefaultJitter
