@@ -135,3 +135,30 @@ func TestResultCode(t *testing.T) {
 		t.Errorf("Code = %q", r.Code())
 	}
 }
+
+// FuzzClassifierOutcome: an observation's outcome is untrusted text (it
+// passed only the event's pattern). Whatever it is, Outcome either refuses
+// it with ErrUnknownOutcome or returns a result whose reason makes a valid
+// KeyStatusChanged.
+func FuzzClassifierOutcome(f *testing.F) {
+	for _, s := range []string{"ok", "slow", "throttled", "key_disabled:key_pending_deletion", "ok:x", "", ":", "key_disabled:", "internal:a:b", "endpoint_unreachable:Bad.Reason"} {
+		f.Add(s, int64(5))
+	}
+	c := keyhealth.Classifier{}
+	f.Fuzz(func(t *testing.T, outcome string, latencyMS int64) {
+		r, err := c.Outcome(outcome, time.Duration(latencyMS)*time.Millisecond)
+		if err != nil {
+			if !errors.Is(err, keyhealth.ErrUnknownOutcome) {
+				t.Fatalf("Outcome(%q) err = %v, want ErrUnknownOutcome", outcome, err)
+			}
+			return
+		}
+		if r.Class == keyhealth.ClassInconclusive {
+			return
+		}
+		ev := events.KeyStatusChanged{TenantID: "acme", KeyURI: "awskms://k", Status: r.Status(), Reason: r.Reason, Since: time.Now(), Source: r.Source}
+		if err := ev.Validate(); err != nil {
+			t.Fatalf("Outcome(%q) = %+v: invalid event: %v", outcome, r, err)
+		}
+	})
+}
