@@ -52,6 +52,7 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/jmespath/go-jmespath v0.4.0 // indirect
+	github.com/keyward/keyward/services/key-health-monitor v0.0.0
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/konsorten/go-windows-terminal-sequences v1.0.2 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
@@ -103,3 +104,5 @@ replace (
 	github.com/keyward/keyward/pkg => ../../pkg
 	github.com/keyward/keyward/services/encryptor => ../../services/encryptor
 )
+
+replace github.com/keyward/keyward/services/key-health-monitor => ../../services/key-health-monitor

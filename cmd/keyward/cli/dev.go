@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel"
 
+	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
@@ -33,6 +34,7 @@ import (
 	"github.com/keyward/keyward/pkg/telemetry"
 	"github.com/keyward/keyward/pkg/tenant"
 	"github.com/keyward/keyward/services/encryptor/encryptor"
+	"github.com/keyward/keyward/services/key-health-monitor/monitor"
 )
 
 // DevOptions configure `keyward dev`.
@@ -49,6 +51,14 @@ type DevOptions struct {
 	// KMSOptions are applied to the stack's KMS client after the defaults
 	// (benchmarks: rate limits).
 	KMSOptions []kms.ClientOption
+	// Breaker tunes the encryptor's circuit breakers, one per KMS endpoint
+	// (zero fields: breaker.DefaultSettings). NoBreaker turns them off.
+	Breaker   breaker.Settings
+	NoBreaker bool
+	// KeyHealth tunes the key-health-monitor (zero: production defaults;
+	// tests shorten the intervals and the hysteresis). Logger,
+	// MeterProvider and local keys are set by StartDev.
+	KeyHealth  monitor.Options
 	HTTPAddr   string // health and metrics; "" disables
 	Logger     *slog.Logger
 	Telemetry  *telemetry.Telemetry
@@ -65,9 +75,14 @@ type Dev struct {
 	FallbackKey kms.KeyURI
 	DemoKey     kms.KeyURI
 	Encryptor   *encryptor.Worker
-	// KMS is the client every worker of the stack uses (its Stats count
-	// KMS calls).
-	KMS *kms.Client
+	// KMS is the encryptor's client (its Stats count the KMS calls of the
+	// traffic), behind Breakers unless DevOptions.NoBreaker.
+	KMS      *kms.Client
+	Breakers *breaker.Set
+	// Monitor is the key-health-monitor; MonitorKMS its client, without a
+	// breaker: the monitor is what sees an endpoint recover.
+	Monitor    *monitor.Worker
+	MonitorKMS *kms.Client
 	// AWS, OCI and Azure are the emulated cloud KMSs, with one demo tenant
 	// each (DemoTenantAWS, DemoTenantOCI, DemoTenantAzure).
 	AWS   *awsemu.Emulator
@@ -76,9 +91,11 @@ type Dev struct {
 
 	closers []func()
 
-	ledger *ledger.Store
-	cancel context.CancelFunc
-	done   chan error
+	ledger        *ledger.Store
+	breakerEvents *encryptor.BreakerEvents
+	cancel        context.CancelFunc
+	done          chan error // the encryptor's Run
+	monitorDone   chan error // the monitor's Run
 }
 
 // DemoTenant is the tenant `keyward dev` creates.
@@ -148,7 +165,14 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		kms.WithProvider(kms.SchemeLocal, localkms.New(localkms.WithBaseDir(keys))),
 		kms.WithCallTimeout(kms.DefaultCallTimeout),
 		kms.WithMeterProvider(mp))
-	client := kms.NewClient(append(kmsOpts, o.KMSOptions...)...)
+	d.MonitorKMS = kms.NewClient(append(kmsOpts, o.KMSOptions...)...)
+	clientOpts := append(kmsOpts, o.KMSOptions...)
+	if !o.NoBreaker {
+		d.breakerEvents = encryptor.NewBreakerEvents(d.JS, "keyward-dev", o.Logger)
+		d.Breakers = breaker.New(breaker.WithSettings(o.Breaker), breaker.WithOnStateChange(d.breakerEvents.OnChange), breaker.WithMeterProvider(mp))
+		clientOpts = append(clientOpts, kms.WithGuard(d.Breakers))
+	}
+	client := kms.NewClient(clientOpts...)
 	d.KMS = client
 	if err := d.seedCloudTenants(ctx); err != nil {
 		return nil, err
@@ -174,19 +198,44 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		return nil, err
 	}
 	go func() { d.done <- d.Encryptor.Run(runCtx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for d.Encryptor.Ready() != nil {
+	mo := o.KeyHealth
+	mo.AllowLocalCustomerKeys = true
+	if mo.Logger == nil {
+		mo.Logger = o.Logger
+	}
+	if mo.MeterProvider == nil {
+		mo.MeterProvider = mp
+	}
+	if d.Monitor, err = monitor.New(runCtx, monitor.Deps{NC: d.NC, JS: d.JS, KMS: d.MonitorKMS}, mo); err != nil {
+		return nil, err
+	}
+	d.monitorDone = make(chan error, 1)
+	go func() { d.monitorDone <- d.Monitor.Run(runCtx) }()
+	if err := waitReady(30*time.Second, d.Encryptor.Ready, d.done, "encryptor"); err != nil {
+		return nil, err
+	}
+	if err := waitReady(30*time.Second, d.Monitor.Ready, d.monitorDone, "key-health-monitor"); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// waitReady waits until ready reports nil, the worker's Run returns (on
+// done, which it refills), or the timeout passes.
+func waitReady(timeout time.Duration, ready func() error, done chan error, name string) error {
+	deadline := time.Now().Add(timeout)
+	for ready() != nil {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("encryptor not ready: %w", d.Encryptor.Ready())
+			return fmt.Errorf("%s not ready: %w", name, ready())
 		}
 		select {
-		case err := <-d.done:
-			d.done <- err
-			return nil, fmt.Errorf("encryptor stopped: %v", err)
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("%s stopped: %v", name, err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	return d, nil
+	return nil
 }
 
 // URL is the NATS URL of the dev server.
@@ -197,7 +246,14 @@ func (d *Dev) Stop() {
 	if d.cancel != nil {
 		d.cancel()
 		<-d.done
+		if d.monitorDone != nil {
+			<-d.monitorDone
+		}
 		d.cancel = nil
+	}
+	if d.breakerEvents != nil {
+		d.breakerEvents.Close()
+		d.breakerEvents = nil
 	}
 	if d.ledger != nil {
 		d.ledger.Close()
@@ -298,6 +354,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 			}
 			defer d.Stop()
 			tel.AddReadyCheck("encryptor", func(context.Context) error { return d.Encryptor.Ready() })
+			tel.AddReadyCheck("key-health-monitor", func(context.Context) error { return d.Monitor.Ready() })
 			httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopHTTP()
 			if o.HTTPAddr != "" {
@@ -329,6 +386,10 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "Keyward dev is running.\n\n")
 	fmt.Fprintf(w, "  NATS        %s  (JetStream data in %s)\n", d.URL(), d.Server.StoreDir())
 	fmt.Fprintf(w, "  workers     encryptor (consumer %q on %s), key broker (%s)\n", events.ConsumerEncryptor, events.StreamIngest, events.SubjectKeyUnwrapAll)
+	fmt.Fprintf(w, "              key-health-monitor (KeyStatusChanged on %s, current status in KV %s)\n", events.SubjectKeyStatusAll, events.BucketKeyStatus)
+	if d.Breakers != nil {
+		fmt.Fprintf(w, "              a circuit breaker per KMS endpoint (BreakerStateChanged on %s)\n", events.SubjectBreakerAll)
+	}
 	if o.HTTPAddr != "" {
 		fmt.Fprintf(w, "  health      http://%s/healthz  /readyz  /metrics\n", o.HTTPAddr)
 	}

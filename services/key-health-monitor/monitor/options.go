@@ -23,7 +23,7 @@ const (
 	DefaultHealthyInterval   = keyhealth.DefaultHealthyInterval   // 60 s
 	DefaultUnhealthyInterval = keyhealth.DefaultUnhealthyInterval // 10 s
 	DefaultJitter            = keyhealth.DefaultJitter            // ±10%
-	DefaultSlowThreshold     = keyhealth.DefaultSlowThreshold     // 1 s
+	DefaultSlowThreshold     = keyhealth.DefaultSlowThreshold     // 250 ms
 	DefaultHysteresis        = keyhealth.DefaultThreshold         // 3
 	// DefaultConcurrency bounds the probes in flight at once. 10,000 keys
 	// probed every 60 s at ~20 ms a round trip keep about 4 busy; 32 leave
@@ -71,7 +71,7 @@ type Options struct {
 	UnhealthyInterval time.Duration
 	// Jitter varies each interval by ± this fraction (0.1; negative: none).
 	Jitter float64
-	// SlowThreshold: a round trip slower than this is slow (degraded) (1 s).
+	// SlowThreshold: a round trip slower than this is slow (degraded) (250 ms, half the KMS call timeout).
 	SlowThreshold time.Duration
 	// Hysteresis is how many consecutive results must agree on a new
 	// status before it changes (3).
