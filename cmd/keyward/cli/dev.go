@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/events"
@@ -58,10 +59,12 @@ type DevOptions struct {
 	// KeyHealth tunes the key-health-monitor (zero: production defaults;
 	// tests shorten the intervals and the hysteresis). Logger,
 	// MeterProvider and local keys are set by StartDev.
-	KeyHealth  monitor.Options
-	HTTPAddr   string // health and metrics; "" disables
-	Logger     *slog.Logger
-	Telemetry  *telemetry.Telemetry
+	KeyHealth monitor.Options
+	HTTPAddr  string // health and metrics; "" disables
+	Logger    *slog.Logger
+	Telemetry *telemetry.Telemetry
+	// MeterProvider overrides Telemetry's (tests read counters from it).
+	MeterProvider metric.MeterProvider
 }
 
 // Dev is a running all-in-one Keyward: embedded nats-server with
@@ -156,6 +159,9 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	mp := otel.GetMeterProvider()
 	if o.Telemetry != nil {
 		mp = o.Telemetry.MeterProvider()
+	}
+	if o.MeterProvider != nil {
+		mp = o.MeterProvider
 	}
 	providers, err := d.startEmulators(ctx, dataDir, o)
 	if err != nil {
