@@ -56,6 +56,9 @@ type DevOptions struct {
 	// (zero fields: breaker.DefaultSettings). NoBreaker turns them off.
 	Breaker   breaker.Settings
 	NoBreaker bool
+	// Encryptor, when set, adjusts the encryptor's options (tests and
+	// benchmarks: the observation TTL, batch sizes).
+	Encryptor func(*encryptor.Options)
 	// KeyHealth tunes the key-health-monitor (zero: production defaults;
 	// tests shorten the intervals and the hysteresis). Logger,
 	// MeterProvider and local keys are set by StartDev.
@@ -197,6 +200,9 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		Logger:                 o.Logger,
 		MeterProvider:          mp,
 		Platform:               platform.Default(),
+	}
+	if o.Encryptor != nil {
+		o.Encryptor(&opts)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel, d.done = cancel, make(chan error, 1)

@@ -34,6 +34,7 @@ import (
 	"github.com/keyward/keyward/pkg/producer"
 	"github.com/keyward/keyward/pkg/tenant"
 	"github.com/keyward/keyward/pkg/vault"
+	"github.com/keyward/keyward/services/encryptor/encryptor"
 	"github.com/keyward/keyward/services/key-health-monitor/monitor"
 )
 
@@ -121,12 +122,30 @@ func khStart(t *testing.T, o cli.DevOptions) *khStack {
 // has found it available.
 func (s *khStack) tenant(id string, fallback bool, on tenant.FallbackOn) kms.KeyURI {
 	s.t.Helper()
-	ctx := context.Background()
-	key, err := s.d.AWS.CreateKey(ctx)
+	key, err := s.d.AWS.CreateKey(context.Background())
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	_, err = s.store.Create(ctx, &tenant.Config{
+	s.enroll(id, key, fallback, on)
+	// A new key is confirmed at the healthy pace (3 probes, a minute
+	// apart, by default); probe it now until the monitor has a status.
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if st, ok := s.d.Monitor.Status(id, key.String()); ok && st.Status == events.KeyStatusAvailable {
+			return key
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("monitor: the key of %s is not available", id)
+		}
+		s.d.Monitor.ProbeNow(id, key.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// enroll creates a tenant with key as its primary and waits until the
+// encryptor stores its assets under that key.
+func (s *khStack) enroll(id string, key kms.KeyURI, fallback bool, on tenant.FallbackOn) {
+	s.t.Helper()
+	_, err := s.store.Create(context.Background(), &tenant.Config{
 		TenantID:      id,
 		Keys:          []tenant.Key{{URI: key.String(), Role: tenant.RolePrimary, EnrolledAt: time.Now().UTC().Add(-time.Minute)}},
 		Services:      []string{tenant.All},
@@ -148,9 +167,6 @@ func (s *khStack) tenant(id string, fallback bool, on tenant.FallbackOn) kms.Key
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.d.Monitor.ProbeNow(id, key.String())
-	s.waitMonitor(id, key, events.KeyStatusAvailable, 15*time.Second)
-	return key
 }
 
 func khContent(tenantID, assetID string) []byte {
@@ -581,5 +597,198 @@ func TestKeyFaultMatrix(t *testing.T) {
 		if !ok {
 			break
 		}
+	}
+}
+
+// khTraffic publishes an asset of tenantID every interval until stop is
+// closed, and records when each was published and decided.
+type khTraffic struct {
+	mu   sync.Mutex
+	done []khDecided
+	wg   sync.WaitGroup
+}
+
+type khDecided struct {
+	published, decided time.Time
+	outcome            string
+}
+
+func (s *khStack) traffic(tenantID, prefix string, every time.Duration, stop <-chan struct{}) *khTraffic {
+	tr := &khTraffic{}
+	tr.wg.Add(1)
+	go func() {
+		defer tr.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			body := khContent(tenantID, prefix)
+			published := time.Now()
+			pd, err := s.prod.Put(context.Background(), producer.Asset{TenantID: tenantID, AssetID: fmt.Sprintf("%s-%d", prefix, i), Service: "recordings", OwnerUserID: "u1"}, bytes.NewReader(body), int64(len(body)))
+			if err != nil {
+				tr.record(khDecided{published, time.Now(), "publish failed: " + err.Error()})
+				continue
+			}
+			tr.wg.Add(1)
+			go func() {
+				defer tr.wg.Done()
+				defer pd.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				out, err := pd.Wait(ctx)
+				if err != nil {
+					tr.record(khDecided{published, time.Now(), "no outcome: " + err.Error()})
+					return
+				}
+				tr.record(khDecided{published, time.Now(), outcomeOf(out)})
+			}()
+		}
+	}()
+	return tr
+}
+
+func (tr *khTraffic) record(d khDecided) {
+	tr.mu.Lock()
+	tr.done = append(tr.done, d)
+	tr.mu.Unlock()
+}
+
+// wait waits for every outcome and returns them by publication time.
+func (tr *khTraffic) wait() []khDecided {
+	tr.wg.Wait()
+	slices.SortFunc(tr.done, func(a, b khDecided) int { return a.published.Compare(b.published) })
+	return tr.done
+}
+
+// khQuantile returns the q-quantile of the decision latencies.
+func khQuantile(ds []khDecided, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	lat := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		lat[i] = d.decided.Sub(d.published)
+	}
+	slices.Sort(lat)
+	return lat[min(len(lat)-1, int(q*float64(len(lat))))]
+}
+
+// TestHangFailsOverFast: an endpoint that starts hanging under steady
+// traffic (an asset every 20 ms, each asking the KMS for its own data key)
+// costs at most one KMS timeout per batch until the key is known to be
+// away: every asset published after the hang is stored under the fallback
+// key within 2 s (p99), and once the breaker is open or the monitor has
+// called the key unavailable, whichever comes first, no asset waits for a
+// KMS timeout and no call of the encryptor reaches the hanging endpoint.
+// Two runs: the production settings of the breaker and the monitor (60 s/
+// 10 s probes, hysteresis 3 — the encryptor's reports of its failed calls
+// make the monitor decide within seconds), and a monitor that never
+// decides, so the breaker alone protects the traffic.
+func TestHangFailsOverFast(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		monitor   monitor.Options
+		byBreaker bool
+	}{
+		{"production settings", monitor.Options{}, false},
+		{"breaker alone", monitor.Options{Hysteresis: 1 << 20}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := cli.DevOptions{SeedCache: &kms.SeedCacheConfig{MaxUses: 1}, KeyHealth: tt.monitor}
+			if tt.byBreaker {
+				// Every asset tries the key itself: no sharing of live
+				// observations between assets, only the breaker.
+				o.Encryptor = func(eo *encryptor.Options) { eo.ObservationTTL = -1 }
+			}
+			s := khStart(t, o)
+			var key kms.KeyURI
+			if tt.byBreaker {
+				// A monitor that never decides has no status to wait for.
+				var err error
+				if key, err = s.d.AWS.CreateKey(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				s.enroll("hang", key, true, "")
+			} else {
+				key = s.tenant("hang", true, "")
+			}
+			statusMark, breakerMark := s.marks()
+			stop := make(chan struct{})
+			tr := s.traffic("hang", "a", 20*time.Millisecond, stop)
+			time.Sleep(time.Second)
+			hangAt := time.Now()
+			s.d.AWS.Server.Faults.Set(kmstest.FaultHang)
+			defer s.d.AWS.Server.Faults.Set(kmstest.FaultNone)
+			// The key is known to be away at the first of: the breaker
+			// opens, the monitor says unavailable.
+			var knownAt time.Time
+			var by string
+			for deadline := time.Now().Add(15 * time.Second); knownAt.IsZero(); time.Sleep(10 * time.Millisecond) {
+				// (Since is when the monitor's streak began, not when it
+				// decided: the moment the event is seen counts.)
+				if i := slices.IndexFunc(s.breakerEvents(breakerMark), func(e events.BreakerStateChanged) bool { return e.To == string(breaker.Open) }); i >= 0 {
+					knownAt, by = s.breakerEvents(breakerMark)[i].At, "breaker open"
+				} else if evs := s.statusEvents("hang", statusMark); len(evs) > 0 && evs[0].Status == events.KeyStatusUnavailable {
+					knownAt, by = time.Now(), "monitor: unavailable"
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("neither the breaker nor the monitor found the hanging endpoint within 15 s")
+				}
+			}
+			if tt.byBreaker && by != "breaker open" {
+				t.Fatalf("known by %s, want the breaker", by)
+			}
+			// Calls already in flight then end with their timeout.
+			time.Sleep(kms.DefaultCallTimeout + 100*time.Millisecond)
+			statsAt := s.d.KMS.Stats()
+			time.Sleep(3 * time.Second)
+			close(stop)
+			decided := tr.wait()
+			statsEnd := s.d.KMS.Stats()
+
+			var after, afterKnown []khDecided
+			for _, d := range decided {
+				if d.published.After(hangAt) {
+					after = append(after, d)
+				}
+				if d.published.After(knownAt) {
+					afterKnown = append(afterKnown, d)
+				}
+			}
+			t.Logf("known away %s after the hang (%s); %d assets after the hang: p50 %s p99 %s max %s; %d after it was known: p50 %s p99 %s max %s",
+				knownAt.Sub(hangAt).Round(time.Millisecond), by,
+				len(after), khQuantile(after, .5), khQuantile(after, .99), khQuantile(after, 1),
+				len(afterKnown), khQuantile(afterKnown, .5), khQuantile(afterKnown, .99), khQuantile(afterKnown, 1))
+			for _, d := range after {
+				if l := d.decided.Sub(d.published); l > 300*time.Millisecond {
+					t.Logf("slow: published +%s took %s: %s", d.published.Sub(hangAt).Round(time.Millisecond), l.Round(time.Millisecond), d.outcome)
+				}
+			}
+			if len(afterKnown) < 50 {
+				t.Fatalf("only %d assets after the key was known away", len(afterKnown))
+			}
+			for _, d := range after {
+				if d.outcome != "fallback" {
+					t.Errorf("asset published %s after the hang: %s, want fallback", d.published.Sub(hangAt), d.outcome)
+				}
+			}
+			if p99 := khQuantile(after, .99); p99 > 2*time.Second {
+				t.Errorf("p99 time to decision after the hang %s, want ≤ 2s", p99)
+			}
+			if slowest := khQuantile(afterKnown, 1); slowest >= kms.DefaultCallTimeout {
+				t.Errorf("an asset published after the key was known away took %s: it waited for a KMS timeout", slowest)
+			}
+			reached := func(st kms.ClientStats) int64 { return st.Failures[kms.CodeEndpointUnreachable] - st.CircuitOpen }
+			if n := reached(statsEnd) - reached(statsAt); n != 0 {
+				t.Errorf("%d calls of the encryptor reached the hanging endpoint after it was known away", n)
+			}
+			if tt.byBreaker && statsEnd.CircuitOpen <= statsAt.CircuitOpen {
+				t.Errorf("no call was refused by the open breaker (%d, then %d)", statsAt.CircuitOpen, statsEnd.CircuitOpen)
+			}
+		})
 	}
 }

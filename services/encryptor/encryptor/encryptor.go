@@ -48,6 +48,7 @@ type Worker struct {
 	tenants   *tenant.Cache
 	keys      *keystatus.Cache
 	reporter  *keystatus.Reporter
+	live      *liveObservations
 	projector *projector.Projector
 	broker    *broker.Server
 	enroll    *enroll.Server
@@ -93,6 +94,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encryptor: key status bucket: %w", err)
 	}
+	w.live = newLiveObservations(o.ObservationTTL)
 	if w.keys, err = keystatus.NewCache(ctx, skv, w.log); err != nil {
 		return nil, err
 	}
@@ -326,6 +328,8 @@ func nextBatch(msgs <-chan jetstream.Msg, max int) []jetstream.Msg {
 }
 
 func (w *Worker) flushKey(r keystatus.Record) {
+	// The monitor's new status supersedes what live calls showed.
+	w.live.clear(r.TenantID, r.KeyURI)
 	key, err := parseKey(r.KeyURI)
 	if err != nil {
 		return

@@ -32,6 +32,7 @@ type Config struct {
 	MaxAssetBytes    int64
 	MaxDeliver       int
 	AckWait          time.Duration
+	ObservationTTL   time.Duration
 	Failpoint        string
 	ShutdownDeadline time.Duration
 	PlatformConfig   string
@@ -54,6 +55,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	f.Size(&c.MaxAssetBytes, "max-asset", "KEYWARD_MAX_ASSET", DefaultMaxAssetBytes, "largest staged asset accepted")
 	f.Int(&c.MaxDeliver, "max-deliver", "KEYWARD_MAX_DELIVER", DefaultMaxDeliver, "deliveries of a transiently failing message before it is dead-lettered")
 	f.Duration(&c.AckWait, "ack-wait", "KEYWARD_ACK_WAIT", DefaultAckWait, "redelivery timeout of an unacknowledged message")
+	f.Duration(&c.ObservationTTL, "observation-ttl", "KEYWARD_OBSERVATION_TTL", DefaultObservationTTL, "how long a customer key that failed in live traffic is taken to be away before an asset tries it again (negative: every asset tries)")
 	f.Duration(&c.ShutdownDeadline, "shutdown-deadline", "KEYWARD_SHUTDOWN_DEADLINE", 30*time.Second, "how long a SIGTERM drain may take")
 	f.String(&c.Failpoint, "failpoint", "KEYWARD_FAILPOINT", "", "testing aid: kill the process (SIGKILL) at this point of the commit protocol (stored, recorded, published, cleaned)")
 	if err := f.Parse(args); err != nil {
@@ -133,7 +135,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		PlatformKey: platformKey, FallbackKey: fallback,
 		BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency,
 		MaxInlineBytes: cfg.MaxInlineBytes, MaxAssetBytes: cfg.MaxAssetBytes,
-		MaxDeliver: cfg.MaxDeliver, AckWait: cfg.AckWait,
+		MaxDeliver: cfg.MaxDeliver, AckWait: cfg.AckWait, ObservationTTL: cfg.ObservationTTL,
 		Logger: log, MeterProvider: obs.Telemetry.MeterProvider(),
 		Platform: plat,
 	}

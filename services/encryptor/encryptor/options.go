@@ -68,6 +68,12 @@ type Options struct {
 	// AckWait is how long a delivered message may stay unacknowledged
 	// before JetStream redelivers it; long assets send progress to extend it.
 	AckWait time.Duration
+	// ObservationTTL is how long a customer key that failed in live
+	// traffic (unreachable or unusable) is taken to be away by the assets
+	// that follow, before one of them tries it again
+	// (DefaultObservationTTL, 2 s; negative: each asset tries the key
+	// itself). A successful call ends it at once.
+	ObservationTTL time.Duration
 	// AllowLocalCustomerKeys accepts localkms:// customer keys in tenant
 	// configurations and enrollments (keyward dev and tests only).
 	AllowLocalCustomerKeys bool
@@ -126,6 +132,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.AckWait <= 0 {
 		o.AckWait = DefaultAckWait
+	}
+	if o.ObservationTTL == 0 {
+		o.ObservationTTL = DefaultObservationTTL
 	}
 	if o.Name == "" {
 		o.Name = "encryptor"

@@ -509,7 +509,9 @@ func (w *Worker) encryptNew(ctx context.Context, r *result, ev *events.AssetCrea
 }
 
 // keyStatuses is what a decision knows of a tenant's keys: the watched
-// KW_KEY_STATUS, overridden by what this asset's own KMS calls observed.
+// KW_KEY_STATUS, overridden by what live KMS calls observed within the
+// observation TTL (liveObservations), overridden by what this asset's own
+// calls observed.
 type keyStatuses struct {
 	w        *Worker
 	tenant   string
@@ -520,6 +522,9 @@ func (k *keyStatuses) of(uri string) events.KeyStatus {
 	if s, ok := k.observed[uri]; ok {
 		return s
 	}
+	if s, ok := k.w.live.get(k.tenant, uri); ok {
+		return s
+	}
 	return k.w.keys.Status(k.tenant, uri)
 }
 
@@ -528,6 +533,7 @@ func (k *keyStatuses) observe(uri string, s events.KeyStatus) {
 		k.observed = map[string]events.KeyStatus{}
 	}
 	k.observed[uri] = s
+	k.w.live.put(k.tenant, uri, s)
 }
 
 // seed returns a seed for the decided key. If a customer key fails in live
@@ -546,6 +552,9 @@ func (w *Worker) seed(ctx context.Context, r *result, m jetstream.Msg, cfg *tena
 			w.reporter.Observe(ctx, ev.TenantID, key, kms.OpGenerateDataKey, err, time.Since(start))
 		}
 		if err == nil {
+			if dec.Mode == events.ModeCustomer {
+				w.live.clear(ev.TenantID, dec.KeyURI)
+			}
 			return key, seed, dec, nil
 		}
 		if dec.Mode != events.ModeCustomer || attempt > len(cfg.Keys) {
