@@ -43,7 +43,7 @@ type KeyStatusChanged struct {
 	// Reason is the outcome that caused the change: "ok", "slow", or a kms
 	// error code such as "endpoint_unreachable" or "key_disabled", with the
 	// provider's reason after a colon where it has one
-	// ("key_disabled:pending_deletion").
+	// ("key_disabled:key_pending_deletion").
 	Reason string `json:"reason"`
 	// Since is when the key entered Status.
 	Since time.Time `json:"since"`

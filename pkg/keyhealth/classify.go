@@ -106,7 +106,9 @@ func (c Classifier) Probe(err error, latency time.Duration) Result {
 		return c.success(r)
 	}
 	code := kms.CodeOf(err)
-	if kms.IsCanceled(err) {
+	if kms.IsCanceled(err) || kms.IsRateLimited(err) {
+		// The probe was abandoned, or refused by this process's own rate
+		// limiter: the KMS said nothing about the key.
 		r.Class, r.Reason = ClassInconclusive, string(code)
 		return r
 	}

@@ -50,6 +50,7 @@ func TestClassifierProbe(t *testing.T) {
 		{"internal", kmsErr(kms.CodeInternal, nil), 0, keyhealth.ClassInconclusive, events.KeyStatusUnknown, "internal"},
 		{"not a kms error", errors.New("boom"), 0, keyhealth.ClassInconclusive, events.KeyStatusUnknown, "internal"},
 		{"canceled", canceled, 0, keyhealth.ClassInconclusive, events.KeyStatusUnknown, "internal"},
+		{"refused by the own rate limiter", kmsErr(kms.CodeThrottled, kms.ErrRateLimited), 0, keyhealth.ClassInconclusive, events.KeyStatusUnknown, "throttled"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,7 +57,8 @@
 // Schedule says when a key is probed next: every Healthy interval (60 s by
 // default) while it is available (or not known yet) and no result suggests
 // a problem, every Unhealthy interval (10 s) otherwise, each with ±Jitter; First spreads the first
-// probes of many keys uniformly over the interval, so 10,000 tenants never
+// probes of many keys over the interval as the probe process's steady
+// state would (not uniformly: see Schedule.First), so 10,000 tenants never
 // start in one burst. Queue is the due-time priority queue the monitor's
 // dispatcher takes keys from. Partition maps a tenant to one of P
 // partitions (FNV-1a), the unit of ownership between monitor instances;

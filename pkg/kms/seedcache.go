@@ -242,7 +242,7 @@ func NewSeedCache(c *Client, cfg SeedCacheConfig, opts ...SeedCacheOption) *Seed
 		metric.WithDescription("Seed cache lookups by cache (seed: for encryption, unwrap: for reading) and result (hit, miss)."),
 		metric.WithUnit("{lookup}"))
 	s.mEvictions, _ = meter.Int64Counter("keyward.kms.seed_cache.evictions",
-		metric.WithDescription("Seed cache entries removed and destroyed, by cache and reason (age, uses, bytes, capacity, flush)."),
+		metric.WithDescription("Seed cache entries removed and destroyed, by cache and reason (age, uses, bytes, capacity, flush, replaced)."),
 		metric.WithUnit("{entry}"))
 	entries, _ := meter.Int64ObservableGauge("keyward.kms.seed_cache.entries",
 		metric.WithDescription("Seed cache entries held, by cache."),

@@ -88,8 +88,9 @@ func (c *Config) Coverage(a Asset) Coverage {
 
 // Decide is the encryption decision for one asset of the tenant configured
 // by cfg (nil: never enrolled), given status, the status of the tenant's
-// primary key (from KW_KEY_STATUS and the key's endpoint breaker; an open
-// breaker counts as events.KeyStatusUnavailable). It does no I/O.
+// primary key (from KW_KEY_STATUS, overridden by what live KMS calls showed:
+// the encryptor takes a call its endpoint's open breaker refused as
+// events.KeyStatusUnavailable). It does no I/O.
 //
 //	coverage (Config.Coverage)  status                      fallback          decision
 //	not covered (any reason)    any                         any               ModePlatform

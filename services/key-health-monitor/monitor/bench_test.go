@@ -29,7 +29,7 @@ import (
 // interval=60s is production (the probes paced to half the endpoint's
 // rate limit, which they stay under); interval=30s is twice the load with
 // that pacing off, to show the schedule's spread alone. Run with -benchtime=1x; each case takes
-// about two intervals plus set-up (docs/key-health.md has the figures).
+// about two intervals plus set-up (docs/benchmarks.md has the figures).
 func BenchmarkProbeLoad(b *testing.B) {
 	for _, tc := range []struct {
 		tenants  int

@@ -44,7 +44,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	f.String(&c.PlatformConfig, "platform-config", "KEYWARD_PLATFORM_CONFIG", "", "JSON file of the platform's identities and served regions (default: the dev identities)")
 	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
 	f.Duration(&c.HealthyInterval, "probe-interval", "KEYWARD_PROBE_INTERVAL", DefaultHealthyInterval, "time between probes of an available key")
-	f.Duration(&c.UnhealthyInterval, "probe-interval-unhealthy", "KEYWARD_PROBE_INTERVAL_UNHEALTHY", DefaultUnhealthyInterval, "time between probes of a key that is not available or whose results disagree with its status")
+	f.Duration(&c.UnhealthyInterval, "probe-interval-unhealthy", "KEYWARD_PROBE_INTERVAL_UNHEALTHY", 0, "time between probes of a key that is not available or whose results disagree with its status (0: 10s, or a sixth of a shorter -probe-interval)")
 	var jitter, share string
 	f.String(&jitter, "probe-jitter", "KEYWARD_PROBE_JITTER", strconv.FormatFloat(DefaultJitter, 'f', -1, 64), "fraction (0 to 0.5) by which each interval varies either way")
 	f.Duration(&c.SlowThreshold, "slow-threshold", "KEYWARD_SLOW_THRESHOLD", DefaultSlowThreshold, "a probe round trip slower than this makes a key degraded")
@@ -66,6 +66,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	}
 	if c.ProbeRateShare, perr = parseFraction("KEYWARD_PROBE_RATE_SHARE (-probe-rate-share)", share, 1); perr != nil {
 		errs = append(errs, perr)
+	}
+	if c.UnhealthyInterval == 0 && c.HealthyInterval > 0 {
+		c.UnhealthyInterval = min(DefaultUnhealthyInterval, c.HealthyInterval/6)
 	}
 	if c.UnhealthyInterval > c.HealthyInterval {
 		errs = append(errs, fmt.Errorf("KEYWARD_PROBE_INTERVAL_UNHEALTHY (%v) is longer than KEYWARD_PROBE_INTERVAL (%v)", c.UnhealthyInterval, c.HealthyInterval))

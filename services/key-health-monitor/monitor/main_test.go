@@ -52,8 +52,12 @@ func TestParseConfig(t *testing.T) {
 	}
 	_, err = monitor.ParseConfig(nil, envOf(map[string]string{
 		"KEYWARD_PROBE_JITTER": "0.9", "KEYWARD_PROBE_RATE_SHARE": "lots", "KEYWARD_HYSTERESIS": "0",
-		"KEYWARD_PROBE_INTERVAL": "5s", "KEYWARD_INSTANCE_ID": "a.b", "KEYWARD_PARTITIONS": "many",
+		"KEYWARD_PROBE_INTERVAL": "5s", "KEYWARD_PROBE_INTERVAL_UNHEALTHY": "10s", "KEYWARD_INSTANCE_ID": "a.b", "KEYWARD_PARTITIONS": "many",
 	}), io.Discard)
+	// Unset, the unhealthy interval follows a short healthy one.
+	if c, err := monitor.ParseConfig(nil, envOf(map[string]string{"KEYWARD_PROBE_INTERVAL": "6s"}), io.Discard); err != nil || c.UnhealthyInterval != time.Second {
+		t.Errorf("-probe-interval 6s: unhealthy interval %v, %v; want 1s", c.UnhealthyInterval, err)
+	}
 	for _, name := range []string{"KEYWARD_PROBE_JITTER", "KEYWARD_PROBE_RATE_SHARE", "KEYWARD_HYSTERESIS", "KEYWARD_PROBE_INTERVAL_UNHEALTHY", "KEYWARD_INSTANCE_ID", "KEYWARD_PARTITIONS"} {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("error %v does not name %s", err, name)

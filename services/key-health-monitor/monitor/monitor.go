@@ -88,6 +88,11 @@ type keyState struct {
 	inflight bool
 	soon     bool
 
+	// paced is set by probeKey (and read by reschedule, in the same
+	// goroutine) when the endpoint's probe budget had no token: the key
+	// is due again then, without having been probed.
+	paced time.Duration
+
 	mu        sync.Mutex // serialises the key's results
 	seeded    bool
 	tracker   *keyhealth.Tracker
@@ -445,7 +450,13 @@ func (w *Worker) probeKey(ctx context.Context, ks *keyState) {
 		return // dropped while it waited for a free slot
 	}
 	if lim := w.pacer(ks.uri); lim != nil {
-		if err := lim.Wait(ctx); err != nil {
+		// Never wait for the endpoint's budget while holding a probe
+		// slot: keys of other endpoints would wait too. Give the slot
+		// back and come back when a token is there.
+		res := lim.Reserve()
+		if d := res.Delay(); d > 0 {
+			res.Cancel()
+			ks.paced = d
 			return
 		}
 	}
@@ -501,6 +512,9 @@ func (w *Worker) reschedule(ks *keyState) {
 	candidate, _ := ks.tracker.Candidate()
 	ks.mu.Unlock()
 	d := w.schedule.Next(st, candidate, rand.Float64())
+	if ks.paced > 0 {
+		d, ks.paced = ks.paced, 0
+	}
 	w.mu.Lock()
 	ks.inflight = false
 	if w.keys[ks.id] == ks {

@@ -27,8 +27,8 @@ const (
 	DefaultHysteresis        = keyhealth.DefaultThreshold         // 3
 	// DefaultConcurrency bounds the probes in flight at once. 10,000 keys
 	// probed every 60 s at ~20 ms a round trip keep about 4 busy; 32 leave
-	// room for slow endpoints (a hanging one holds a slot for the call
-	// timeout, twice).
+	// room for slow endpoints (a probe of a hanging one holds a slot for
+	// the call timeout).
 	DefaultConcurrency = 32
 	// DefaultPartitions is the number of tenant partitions instances share:
 	// enough to balance up to a dozen instances within one partition each.
