@@ -693,9 +693,13 @@ func TestHangFailsOverFast(t *testing.T) {
 		name      string
 		monitor   monitor.Options
 		byBreaker bool
+		p99       time.Duration // of the time to decision after the hang
 	}{
-		{"production settings", monitor.Options{}, false},
-		{"breaker alone", monitor.Options{Hysteresis: 1 << 20}, true},
+		{"production settings", monitor.Options{}, false, 2 * time.Second},
+		// Without shared observations assets wait their turn behind each
+		// other's timeouts until the breaker opens (5 in a row, ~2.5 s):
+		// p99 ~1.9 s here, so the issue's 2 s holds only with them.
+		{"breaker alone", monitor.Options{Hysteresis: 1 << 20}, true, 3 * time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := cli.DevOptions{SeedCache: &kms.SeedCacheConfig{MaxUses: 1}, KeyHealth: tt.monitor}
@@ -763,11 +767,6 @@ func TestHangFailsOverFast(t *testing.T) {
 				knownAt.Sub(hangAt).Round(time.Millisecond), by,
 				len(after), khQuantile(after, .5), khQuantile(after, .99), khQuantile(after, 1),
 				len(afterKnown), khQuantile(afterKnown, .5), khQuantile(afterKnown, .99), khQuantile(afterKnown, 1))
-			for _, d := range after {
-				if l := d.decided.Sub(d.published); l > 300*time.Millisecond {
-					t.Logf("slow: published +%s took %s: %s", d.published.Sub(hangAt).Round(time.Millisecond), l.Round(time.Millisecond), d.outcome)
-				}
-			}
 			if len(afterKnown) < 50 {
 				t.Fatalf("only %d assets after the key was known away", len(afterKnown))
 			}
@@ -776,8 +775,8 @@ func TestHangFailsOverFast(t *testing.T) {
 					t.Errorf("asset published %s after the hang: %s, want fallback", d.published.Sub(hangAt), d.outcome)
 				}
 			}
-			if p99 := khQuantile(after, .99); p99 > 2*time.Second {
-				t.Errorf("p99 time to decision after the hang %s, want ≤ 2s", p99)
+			if p99 := khQuantile(after, .99); p99 > tt.p99 {
+				t.Errorf("p99 time to decision after the hang %s, want ≤ %s", p99, tt.p99)
 			}
 			if slowest := khQuantile(afterKnown, 1); slowest >= kms.DefaultCallTimeout {
 				t.Errorf("an asset published after the key was known away took %s: it waited for a KMS timeout", slowest)
@@ -790,5 +789,162 @@ func TestHangFailsOverFast(t *testing.T) {
 				t.Errorf("no call was refused by the open breaker (%d, then %d)", statsAt.CircuitOpen, statsEnd.CircuitOpen)
 			}
 		})
+	}
+}
+
+// TestIsolation: one tenant's disabled key neither opens the endpoint's
+// breaker nor changes anything for another tenant on the same endpoint;
+// an outage of one endpoint (AWS) changes nothing for a tenant on another
+// (OCI).
+func TestIsolation(t *testing.T) {
+	s := khStart(t, cli.DevOptions{KeyHealth: khFastMonitor, Breaker: khFastBreaker, SeedCache: &kms.SeedCacheConfig{MaxUses: 1}})
+	ctx := context.Background()
+	keyA := s.tenant("iso-a", true, "")
+	keyB := s.tenant("iso-b", true, "")
+	oci, err := s.store.Get(ctx, cli.DemoTenantOCI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ociKey, err := kms.ParseKeyURI(oci.Keys[0].URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if st, ok := s.d.Monitor.Status(cli.DemoTenantOCI, ociKey.String()); ok && st.Status == events.KeyStatusAvailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the OCI demo key is not available")
+		}
+		s.d.Monitor.ProbeNow(cli.DemoTenantOCI, ociKey.String())
+	}
+
+	t.Run("a disabled key on a shared endpoint", func(t *testing.T) {
+		s.t = t
+		statusMark, breakerMark := s.marks()
+		if err := s.d.AWS.DisableKey(ctx, keyA); err != nil {
+			t.Fatal(err)
+		}
+		defer s.d.AWS.EnableKey(ctx, keyA)
+		// Enough failed calls of iso-a's key to open a breaker that
+		// counted them (5 in a row), interleaved with iso-b's traffic.
+		for i := range 8 {
+			if got := outcomeOf(s.put("iso-a", fmt.Sprintf("dis-%d", i))); got != "customer_key_revoked" {
+				t.Errorf("iso-a: %s, want customer_key_revoked", got)
+			}
+			if got := outcomeOf(s.put("iso-b", fmt.Sprintf("dis-%d", i))); got != "customer" {
+				t.Errorf("iso-b on the same endpoint: %s, want customer", got)
+			}
+		}
+		s.waitStatusEvent("iso-a", events.KeyStatusRevoked, statusMark, 10*time.Second)
+		time.Sleep(time.Second) // several probe rounds of iso-b's key
+		if evs := s.statusEvents("iso-b", statusMark); len(evs) != 0 {
+			t.Errorf("iso-b's key changed status: %+v", evs)
+		}
+		if st, _ := s.d.Monitor.Status("iso-b", keyB.String()); st.Status != events.KeyStatusAvailable {
+			t.Errorf("iso-b's key is %s", st.Status)
+		}
+		if evs := s.breakerEvents(breakerMark); len(evs) != 0 {
+			t.Errorf("a key-level error moved the endpoint's breaker: %+v", evs)
+		}
+		if st := s.d.Breakers.State(keyB.EndpointID()); st != breaker.Closed {
+			t.Errorf("the endpoint's breaker is %s", st)
+		}
+	})
+
+	t.Run("an outage of another endpoint", func(t *testing.T) {
+		s.t = t
+		statusMark, breakerMark := s.marks()
+		s.d.AWS.Server.Faults.Set(kmstest.FaultRefuse)
+		defer s.d.AWS.Server.Faults.Set(kmstest.FaultNone)
+		s.waitStatusEvent("iso-b", events.KeyStatusUnavailable, statusMark, 10*time.Second)
+		for i := range 5 {
+			if got := outcomeOf(s.put("iso-b", fmt.Sprintf("out-%d", i))); got != "fallback" {
+				t.Errorf("iso-b during the AWS outage: %s, want fallback", got)
+			}
+			start := time.Now()
+			if got := outcomeOf(s.put(cli.DemoTenantOCI, fmt.Sprintf("out-%d", i))); got != "customer" {
+				t.Errorf("%s during the AWS outage: %s, want customer", cli.DemoTenantOCI, got)
+			}
+			if took := time.Since(start); took > kms.DefaultCallTimeout {
+				t.Errorf("%s waited %s during the AWS outage", cli.DemoTenantOCI, took)
+			}
+		}
+		if evs := s.statusEvents(cli.DemoTenantOCI, statusMark); len(evs) != 0 {
+			t.Errorf("the OCI key changed status: %+v", evs)
+		}
+		for _, ev := range s.breakerEvents(breakerMark) {
+			if ev.Provider != "awskms" {
+				t.Errorf("breaker of another endpoint moved: %+v", ev)
+			}
+		}
+		if st := s.d.Breakers.State(ociKey.EndpointID()); st != breaker.Closed {
+			t.Errorf("the OCI endpoint's breaker is %s", st)
+		}
+	})
+}
+
+// TestRevocationBound measures how fast a revocation takes effect under
+// steady traffic served from a warm seed cache (so the traffic itself
+// makes no KMS call that could notice): the key is disabled, the monitor
+// (probing every second while healthy, 200 ms while not, hysteresis 2)
+// publishes revoked, and from then on every asset is rejected. The bound
+// the issue sets is 10 s after the monitor sees it; the test asserts it
+// and logs the figures.
+func TestRevocationBound(t *testing.T) {
+	s := khStart(t, cli.DevOptions{KeyHealth: khFastMonitor, Breaker: khFastBreaker})
+	key := s.tenant("rev", true, "")
+	statusMark, _ := s.marks()
+	stop := make(chan struct{})
+	tr := s.traffic("rev", "r", 20*time.Millisecond, stop)
+	time.Sleep(time.Second)
+	disabledAt := time.Now()
+	if err := s.d.AWS.DisableKey(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	var seenAt time.Time
+	for deadline := time.Now().Add(20 * time.Second); seenAt.IsZero(); time.Sleep(5 * time.Millisecond) {
+		if slices.ContainsFunc(s.statusEvents("rev", statusMark), func(e events.KeyStatusChanged) bool { return e.Status == events.KeyStatusRevoked }) {
+			seenAt = time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the monitor did not find the disabled key revoked within 20 s")
+		}
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	decided := tr.wait()
+
+	var firstRejection time.Time
+	var underKeyAfterDisable, acceptedAfterSeen int
+	for _, d := range decided {
+		if d.outcome == "customer_key_revoked" && (firstRejection.IsZero() || d.decided.Before(firstRejection)) {
+			firstRejection = d.decided
+		}
+		if d.outcome == "customer" && d.published.After(disabledAt) {
+			underKeyAfterDisable++
+			if d.published.After(seenAt) {
+				acceptedAfterSeen++
+			}
+		}
+		if d.outcome != "customer" && d.outcome != "customer_key_revoked" {
+			t.Errorf("outcome %q", d.outcome)
+		}
+	}
+	if firstRejection.IsZero() {
+		t.Fatal("no asset was rejected")
+	}
+	t.Logf("disabled → monitor's KeyStatusChanged revoked: %s; → first AssetRejected: %s (%s after the monitor's event); %d assets stored under the key after it was disabled, %d of them published after the monitor's event",
+		seenAt.Sub(disabledAt).Round(time.Millisecond), firstRejection.Sub(disabledAt).Round(time.Millisecond),
+		firstRejection.Sub(seenAt).Round(time.Millisecond), underKeyAfterDisable, acceptedAfterSeen)
+	if bound := firstRejection.Sub(seenAt); bound > 10*time.Second {
+		t.Errorf("first rejection %s after the monitor saw the revocation, want ≤ 10s", bound)
+	}
+	// Assets already decided when the record arrived may finish under the
+	// key; none published later than a moment after it.
+	for _, d := range decided {
+		if d.outcome == "customer" && d.published.After(seenAt.Add(500*time.Millisecond)) {
+			t.Errorf("asset published %s after the monitor's event stored under the revoked key", d.published.Sub(seenAt))
+		}
 	}
 }
