@@ -3,10 +3,12 @@ package encryptor_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/enroll"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/kms"
@@ -16,6 +18,7 @@ import (
 	"github.com/keyward/keyward/pkg/kms/kmstest/ociemu"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/services/encryptor/encryptor"
 )
 
 // clouds are the emulated customer KMSs of a cloud stack: AWS KMS in two
@@ -29,7 +32,7 @@ type clouds struct {
 
 // newCloudStack is a stack whose KMS client has every provider, wired to
 // the emulators, with the seed cache configured by seeds.
-func newCloudStack(t *testing.T, seeds kms.SeedCacheConfig) (*stack, *clouds) {
+func newCloudStack(t *testing.T, seeds kms.SeedCacheConfig, opts ...cloudOption) (*stack, *clouds) {
 	t.Helper()
 	ctx := t.Context()
 	c := &clouds{
@@ -56,16 +59,35 @@ func newCloudStack(t *testing.T, seeds kms.SeedCacheConfig) (*stack, *clouds) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newStackNoWorker(t)
-	s.client = kms.NewClient(
+	var o cloudOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := newStackNoWorker(t, o.worker...)
+	s.client = kms.NewClient(append([]kms.ClientOption{
 		kms.WithProvider(kms.SchemeLocal, localkms.New()),
 		kms.WithProvider(kms.SchemeAWS, awsP),
 		kms.WithProvider(kms.SchemeOCI, ociP),
 		kms.WithProvider(kms.SchemeAzure, azP),
-		kms.WithCallTimeout(2*time.Second))
+		kms.WithCallTimeout(2 * time.Second)}, o.client...)...)
 	s.seeds = kms.NewSeedCache(s.client, seeds)
 	s.start()
 	return s, c
+}
+
+type cloudOptions struct {
+	client []kms.ClientOption
+	worker []func(*encryptor.Options)
+}
+
+type cloudOption func(*cloudOptions)
+
+func withClientOptions(opts ...kms.ClientOption) cloudOption {
+	return func(o *cloudOptions) { o.client = append(o.client, opts...) }
+}
+
+func withWorkerOptions(opts ...func(*encryptor.Options)) cloudOption {
+	return func(o *cloudOptions) { o.worker = append(o.worker, opts...) }
 }
 
 // enrollKey enrolls key through the enrollment service the worker hosts
@@ -210,5 +232,64 @@ func TestEncryptorUsesReplicaBeforeFallback(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("read %s: %v", id, err)
 		}
+	}
+}
+
+// A tenant with a primary and a replica on another endpoint: once the
+// primary's endpoint breaker is open, assets go to the replica at once —
+// no call reaches the primary's hanging endpoint and no asset waits for
+// its timeout — and another endpoint's breaker is not touched.
+func TestReplicaWhenThePrimaryEndpointIsOpen(t *testing.T) {
+	cfg := kms.DefaultSeedCacheConfig()
+	cfg.MaxUses = 1
+	set := breaker.New(breaker.WithConsecutiveFailures(2), breaker.WithOpenTimeout(time.Minute))
+	// Every asset tries the key itself (no shared observations), so only
+	// the breaker keeps them from the hanging endpoint.
+	s, c := newCloudStack(t, cfg, withClientOptions(kms.WithGuard(set)),
+		withWorkerOptions(func(o *encryptor.Options) { o.ObservationTTL = -1 }))
+	ctx := t.Context()
+	primary, err := c.aws.CreateKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica, err := c.awsReplica.CreateKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tid = "acme"
+	s.enrollKey(tid, primary, tenant.RolePrimary)
+	s.enrollKey(tid, replica, tenant.RoleReplica)
+	if e := s.mustEncrypt(tid, "healthy", pattern(1<<10, 1)); e.KeyURI != primary.String() {
+		t.Fatalf("healthy: under %s", e.KeyURI)
+	}
+
+	c.aws.Server.Faults.Set(kmstest.FaultHang)
+	defer c.aws.Server.Faults.Set(kmstest.FaultNone)
+	// Two timeouts open the primary endpoint's breaker; those assets go to
+	// the replica after their wait.
+	for i := 0; set.State(primary.EndpointID()) != breaker.Open; i++ {
+		if i == 5 {
+			t.Fatalf("the primary endpoint's breaker is %s after %d timeouts", set.State(primary.EndpointID()), i)
+		}
+		if e := s.mustEncrypt(tid, fmt.Sprintf("tripping-%d", i), pattern(1<<10, 2)); e.KeyURI != replica.String() {
+			t.Fatalf("tripping: under %s, want the replica", e.KeyURI)
+		}
+	}
+	c.aws.Server.Faults.ResetLog()
+	for i := range 10 {
+		start := time.Now()
+		e := s.mustEncrypt(tid, fmt.Sprintf("open-%d", i), pattern(1<<10, 3))
+		if e.Mode != events.ModeCustomer || e.KeyURI != replica.String() {
+			t.Fatalf("breaker open: mode %s under %s, want customer under the replica", e.Mode, e.KeyURI)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("asset %d took %s with the primary's breaker open", i, took)
+		}
+	}
+	if reqs := c.aws.Server.Faults.Requests(); len(reqs) != 0 {
+		t.Errorf("%d calls reached the primary's endpoint while its breaker was open", len(reqs))
+	}
+	if st := set.State(replica.EndpointID()); st != breaker.Closed {
+		t.Errorf("the replica endpoint's breaker is %s", st)
 	}
 }
