@@ -173,6 +173,22 @@ func TestEncryptorOnEachCloud(t *testing.T) {
 	}
 }
 
+// enrollWithReplica enrolls a primary key in AWS eu-west-2 and a replica
+// in eu-west-1 for tenant tid.
+func enrollWithReplica(t *testing.T, s *stack, c *clouds, tid string) (primary, replica kms.KeyURI) {
+	t.Helper()
+	primary, err := c.aws.CreateKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replica, err = c.awsReplica.CreateKey(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.enrollKey(tid, primary, tenant.RolePrimary)
+	s.enrollKey(tid, replica, tenant.RoleReplica)
+	return primary, replica
+}
+
 // A tenant with a primary and a replica: when the primary's endpoint is
 // down the replica wraps the asset's key; when both are down the tenant's
 // fallback choice decides; every asset reads back once its key is back.
@@ -182,18 +198,8 @@ func TestEncryptorUsesReplicaBeforeFallback(t *testing.T) {
 	cfg.MaxUses = 1
 	cfg.DecryptMaxAge = time.Nanosecond
 	s, c := newCloudStack(t, cfg)
-	ctx := t.Context()
-	primary, err := c.aws.CreateKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replica, err := c.awsReplica.CreateKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const tid = "acme"
-	s.enrollKey(tid, primary, tenant.RolePrimary)
-	s.enrollKey(tid, replica, tenant.RoleReplica)
+	primary, replica := enrollWithReplica(t, s, c, tid)
 
 	data := map[string][]byte{}
 	put := func(id string, mode events.Mode, key kms.KeyURI) {
@@ -247,18 +253,8 @@ func TestReplicaWhenThePrimaryEndpointIsOpen(t *testing.T) {
 	// the breaker keeps them from the hanging endpoint.
 	s, c := newCloudStack(t, cfg, withClientOptions(kms.WithGuard(set)),
 		withWorkerOptions(func(o *encryptor.Options) { o.ObservationTTL = -1 }))
-	ctx := t.Context()
-	primary, err := c.aws.CreateKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replica, err := c.awsReplica.CreateKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const tid = "acme"
-	s.enrollKey(tid, primary, tenant.RolePrimary)
-	s.enrollKey(tid, replica, tenant.RoleReplica)
+	primary, replica := enrollWithReplica(t, s, c, tid)
 	if e := s.mustEncrypt(tid, "healthy", pattern(1<<10, 1)); e.KeyURI != primary.String() {
 		t.Fatalf("healthy: under %s", e.KeyURI)
 	}
