@@ -19,6 +19,12 @@ const (
 	// DefaultJitter spreads each interval by ±10%, so keys probed together
 	// once drift apart.
 	DefaultJitter = 0.1
+	// DefaultConfirmInterval between probes of a key whose latest results
+	// disagree with its known status: a change in the making is confirmed
+	// (or refuted) within (Threshold-1) × 2 s of the first result that saw
+	// it, not 20 s later, while the Threshold results still damp a
+	// flapping endpoint.
+	DefaultConfirmInterval = 2 * time.Second
 )
 
 // Schedule computes when a key is probed next. The zero value uses the
@@ -26,6 +32,9 @@ const (
 type Schedule struct {
 	Healthy   time.Duration // 0: DefaultHealthyInterval
 	Unhealthy time.Duration // 0: DefaultUnhealthyInterval
+	// Confirm is the interval while results disagree with a known status
+	// (0: DefaultConfirmInterval); never longer than Unhealthy.
+	Confirm time.Duration
 	// Jitter is the fraction (0 to 0.5) by which an interval varies either
 	// way; 0 means DefaultJitter, a negative value none.
 	Jitter float64
@@ -45,6 +54,13 @@ func (s Schedule) unhealthy() time.Duration {
 	return DefaultUnhealthyInterval
 }
 
+func (s Schedule) confirm() time.Duration {
+	if s.Confirm > 0 {
+		return min(s.Confirm, s.unhealthy())
+	}
+	return min(DefaultConfirmInterval, s.unhealthy())
+}
+
 func (s Schedule) jitter() float64 {
 	switch {
 	case s.Jitter < 0:
@@ -59,16 +75,19 @@ func (s Schedule) jitter() float64 {
 
 // Interval is the nominal time between two probes of a key in status st
 // whose latest results argue for candidate (KeyStatusUnknown when none
-// disagree): Unhealthy while the key is not usable-and-healthy or a
-// problem is suspected, so a change is confirmed or refuted quickly;
-// Healthy otherwise. A key not known yet (never probed) whose results say
-// available is confirmed at the healthy pace: it is presumed usable
-// anyway, and 10,000 new keys confirmed at the unhealthy pace would triple
-// the probe load of a fresh start.
+// disagree): Confirm while results disagree with the key's status, so a
+// change is confirmed or refuted quickly; Unhealthy while the key is not
+// usable-and-healthy; Healthy otherwise. A key not known yet (never
+// probed) whose results say available is confirmed at the healthy pace:
+// it is presumed usable anyway, and 10,000 new keys confirmed faster would
+// multiply the probe load of a fresh start.
 func (s Schedule) Interval(st, candidate events.KeyStatus) time.Duration {
 	healthy := st == events.KeyStatusAvailable || st == events.KeyStatusUnknown
 	if healthy && (candidate == events.KeyStatusUnknown || candidate == events.KeyStatusAvailable) {
 		return s.healthy()
+	}
+	if candidate != events.KeyStatusUnknown && candidate != st {
+		return s.confirm()
 	}
 	return s.unhealthy()
 }

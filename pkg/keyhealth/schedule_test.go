@@ -25,15 +25,18 @@ func TestScheduleInterval(t *testing.T) {
 	}{
 		{none, none, 60 * time.Second},
 		{none, available, 60 * time.Second}, // a new key is confirmed at the healthy pace
-		{none, unavailable, 10 * time.Second},
-		{none, revoked, 10 * time.Second},
+		// Results disagreeing with the status are confirmed at 2 s.
+		{none, unavailable, 2 * time.Second},
+		{none, revoked, 2 * time.Second},
 		{available, none, 60 * time.Second},
-		{available, degraded, 10 * time.Second},
-		{available, unavailable, 10 * time.Second},
+		{available, degraded, 2 * time.Second},
+		{available, unavailable, 2 * time.Second},
+		{available, revoked, 2 * time.Second},
 		{degraded, none, 10 * time.Second},
-		{degraded, available, 10 * time.Second},
+		{degraded, available, 2 * time.Second},
 		{unavailable, none, 10 * time.Second},
-		{unavailable, available, 10 * time.Second},
+		{unavailable, available, 2 * time.Second},
+		{unavailable, revoked, 2 * time.Second},
 		{revoked, none, 10 * time.Second},
 	}
 	for _, tc := range cases {
@@ -44,6 +47,13 @@ func TestScheduleInterval(t *testing.T) {
 	custom := keyhealth.Schedule{Healthy: time.Second, Unhealthy: 100 * time.Millisecond}
 	if custom.Interval(available, none) != time.Second || custom.Interval(revoked, none) != 100*time.Millisecond {
 		t.Error("custom intervals ignored")
+	}
+	// Confirm is never slower than Unhealthy.
+	if got := custom.Interval(available, revoked); got != 100*time.Millisecond {
+		t.Errorf("confirm with a short unhealthy interval: %v", got)
+	}
+	if got := (keyhealth.Schedule{Confirm: 500 * time.Millisecond}).Interval(unavailable, available); got != 500*time.Millisecond {
+		t.Errorf("custom confirm interval: %v", got)
 	}
 }
 

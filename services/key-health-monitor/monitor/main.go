@@ -24,6 +24,7 @@ type Config struct {
 	AllowLocalKeys        bool
 	HealthyInterval       time.Duration
 	UnhealthyInterval     time.Duration
+	ConfirmInterval       time.Duration
 	Jitter                float64
 	SlowThreshold         time.Duration
 	Hysteresis            int
@@ -44,6 +45,7 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	f.String(&c.PlatformConfig, "platform-config", "KEYWARD_PLATFORM_CONFIG", "", "JSON file of the platform's identities and served regions (default: the dev identities)")
 	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
 	f.Duration(&c.HealthyInterval, "probe-interval", "KEYWARD_PROBE_INTERVAL", DefaultHealthyInterval, "time between probes of an available key")
+	f.Duration(&c.ConfirmInterval, "probe-interval-confirm", "KEYWARD_PROBE_INTERVAL_CONFIRM", DefaultConfirmInterval, "time between probes of a key whose latest results disagree with its status, until -hysteresis of them change it (at most -probe-interval-unhealthy)")
 	f.Duration(&c.UnhealthyInterval, "probe-interval-unhealthy", "KEYWARD_PROBE_INTERVAL_UNHEALTHY", 0, "time between probes of a key that is not available or whose results disagree with its status (0: 10s, or a sixth of a shorter -probe-interval)")
 	var jitter, share string
 	f.String(&jitter, "probe-jitter", "KEYWARD_PROBE_JITTER", strconv.FormatFloat(DefaultJitter, 'f', -1, 64), "fraction (0 to 0.5) by which each interval varies either way")
@@ -106,7 +108,7 @@ func (c *Config) Options() Options {
 		share = -1
 	}
 	return Options{
-		HealthyInterval: c.HealthyInterval, UnhealthyInterval: c.UnhealthyInterval, Jitter: jitter,
+		HealthyInterval: c.HealthyInterval, UnhealthyInterval: c.UnhealthyInterval, ConfirmInterval: c.ConfirmInterval, Jitter: jitter,
 		SlowThreshold: c.SlowThreshold, Hysteresis: c.Hysteresis, Concurrency: c.Concurrency,
 		Partitions: c.Partitions, ObservationProbeDelay: c.ObservationProbeDelay, ProbeRateShare: share,
 		AllowLocalCustomerKeys: c.AllowLocalKeys, InstanceID: c.InstanceID,

@@ -130,7 +130,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 		subscribed:    make(chan struct{}),
 	}
 	w.classifier = keyhealth.Classifier{SlowThreshold: o.SlowThreshold, Detail: providerReason}
-	w.schedule = keyhealth.Schedule{Healthy: o.HealthyInterval, Unhealthy: o.UnhealthyInterval, Jitter: o.Jitter}
+	w.schedule = keyhealth.Schedule{Healthy: o.HealthyInterval, Unhealthy: o.UnhealthyInterval, Confirm: o.ConfirmInterval, Jitter: o.Jitter}
 	var err error
 	if w.tenantsKV, err = d.JS.KeyValue(ctx, events.BucketTenants); err != nil {
 		return nil, fmt.Errorf("monitor: tenants bucket: %w", err)

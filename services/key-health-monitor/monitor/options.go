@@ -22,6 +22,7 @@ import (
 const (
 	DefaultHealthyInterval   = keyhealth.DefaultHealthyInterval   // 60 s
 	DefaultUnhealthyInterval = keyhealth.DefaultUnhealthyInterval // 10 s
+	DefaultConfirmInterval   = keyhealth.DefaultConfirmInterval   // 2 s
 	DefaultJitter            = keyhealth.DefaultJitter            // ±10%
 	DefaultSlowThreshold     = keyhealth.DefaultSlowThreshold     // 250 ms
 	DefaultHysteresis        = keyhealth.DefaultThreshold         // 3
@@ -65,10 +66,13 @@ type Deps struct {
 type Options struct {
 	// HealthyInterval between probes of an available key (60 s).
 	HealthyInterval time.Duration
-	// UnhealthyInterval between probes of a key that is not available or
-	// whose latest results suggest a problem (10 s, or a sixth of a
-	// shorter HealthyInterval).
+	// UnhealthyInterval between probes of a key that is not available
+	// (10 s, or a sixth of a shorter HealthyInterval).
 	UnhealthyInterval time.Duration
+	// ConfirmInterval between probes of a key whose latest results
+	// disagree with its known status, until Hysteresis of them make the
+	// change or one agrees (2 s; never longer than UnhealthyInterval).
+	ConfirmInterval time.Duration
 	// Jitter varies each interval by ± this fraction (0.1; negative: none).
 	Jitter float64
 	// SlowThreshold: a round trip slower than this is slow (degraded) (250 ms, half the KMS call timeout).
