@@ -85,6 +85,7 @@ type endpoint struct {
 	id, provider string
 	cb           *gobreaker.TwoStepCircuitBreaker[struct{}]
 	openedAt     atomic.Int64 // UnixNano of the last change to open
+	retired      atomic.Bool  // replaced by ResetEndpoint: its late changes are ignored
 	attrs        attribute.Set
 }
 
@@ -164,6 +165,38 @@ func (s *Set) States() map[string]State {
 	return out
 }
 
+// ResetEndpoint implements kms.EndpointResetter: it closes the breaker of
+// an endpoint that is open or half-open — the key-health-monitor has found
+// one of its keys available again with its own calls — so calls flow at
+// once instead of after the open timeout and the trial calls. The breaker
+// is replaced by a fresh one (calls in flight report to the old one, which
+// is dropped); the change is recorded and reported like any other, from
+// the old state to closed. A fresh breaker trips again by the same rules if
+// the endpoint still fails. It reports whether a breaker was closed.
+func (s *Set) ResetEndpoint(endpointID string) bool {
+	s.mu.Lock()
+	v, ok := s.endpoints.Load(endpointID)
+	if !ok {
+		s.mu.Unlock()
+		return false
+	}
+	old := v.(*endpoint)
+	from := old.cb.State()
+	if from == gobreaker.StateClosed {
+		s.mu.Unlock()
+		s.notes.flush()
+		return false
+	}
+	old.retired.Store(true)
+	ep := &endpoint{id: old.id, provider: old.provider, attrs: old.attrs}
+	ep.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](s.gobreakerSettings(ep))
+	s.endpoints.Store(endpointID, ep)
+	s.changed(ep, from, gobreaker.StateClosed)
+	s.mu.Unlock()
+	s.notes.flush()
+	return true
+}
+
 // endpoint returns the breaker of key's endpoint, creating it on first use.
 func (s *Set) endpoint(key kms.KeyURI) *endpoint {
 	id := key.EndpointID()
@@ -228,6 +261,9 @@ func excluded(err error) bool {
 // that lock) and queues the change for the callback, which runs later
 // without any lock held.
 func (s *Set) changed(ep *endpoint, from, to gobreaker.State) {
+	if ep.retired.Load() {
+		return // a call that was in flight at ResetEndpoint reported late
+	}
 	now := time.Now()
 	if to == gobreaker.StateOpen {
 		ep.openedAt.Store(now.UnixNano())

@@ -620,3 +620,84 @@ func TestWindowForgets(t *testing.T) {
 	}
 	wantState(t, set, r.key, breaker.Open, "5 failures in a row within the window")
 }
+
+// ResetEndpoint closes an open breaker at once (the monitor found the
+// endpoint answering): calls flow again without waiting for the open
+// timeout, the change is reported, a late outcome of a call that was in
+// flight on the old breaker changes nothing, a closed or unknown endpoint
+// is left alone, and the fresh breaker trips again by the same rules.
+func TestResetEndpoint(t *testing.T) {
+	r := startRegion(t, "eu-west-2")
+	set, log := newSet(breaker.WithOpenTimeout(time.Hour), breaker.WithConsecutiveFailures(2))
+	c := client(set, provider(t, r, awskms.WithMaxAttempts(1)), 300*time.Millisecond)
+	ctx := context.Background()
+	endpoint := r.key.EndpointID()
+	if set.ResetEndpoint(endpoint) || set.ResetEndpoint("awskms:nowhere") {
+		t.Fatal("reset an endpoint that is not open")
+	}
+	r.e.Server.Faults.Set(kmstest.FaultServerError)
+	for range 2 {
+		_ = generate(ctx, c, r.key)
+	}
+	if st := set.State(endpoint); st != breaker.Open {
+		t.Fatalf("state %s, want open", st)
+	}
+	// A call in flight on the old breaker: it hangs past the reset.
+	r.e.Server.Faults.Set(kmstest.FaultNone)
+	if !set.ResetEndpoint(endpoint) {
+		t.Fatal("ResetEndpoint did not close an open breaker")
+	}
+	if st := set.State(endpoint); st != breaker.Closed {
+		t.Fatalf("state after reset %s, want closed", st)
+	}
+	if err := generate(ctx, c, r.key); err != nil {
+		t.Fatalf("call after reset: %v", err)
+	}
+	want := []string{"closed→open", "open→closed"}
+	if got := log.transitions(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("changes = %v, want %v", got, want)
+	}
+	if c.EndpointRecovered(r.key) {
+		t.Error("EndpointRecovered reset a closed breaker")
+	}
+	r.e.Server.Faults.Set(kmstest.FaultServerError)
+	for range 2 {
+		_ = generate(ctx, c, r.key)
+	}
+	if st := set.State(endpoint); st != breaker.Open {
+		t.Fatalf("the fresh breaker did not trip: %s", st)
+	}
+	if !c.EndpointRecovered(r.key) || set.State(endpoint) != breaker.Closed {
+		t.Error("kms.Client.EndpointRecovered did not close the breaker")
+	}
+}
+
+// A call that was in flight on a breaker replaced by ResetEndpoint reports
+// to the old breaker: no change is reported for it.
+func TestResetEndpointIgnoresLateOutcomes(t *testing.T) {
+	r := startRegion(t, "eu-west-2")
+	set, log := newSet(breaker.WithOpenTimeout(50*time.Millisecond), breaker.WithConsecutiveFailures(1), breaker.WithHalfOpenRequests(1))
+	c := client(set, provider(t, r, awskms.WithMaxAttempts(1)), 300*time.Millisecond)
+	ctx := context.Background()
+	endpoint := r.key.EndpointID()
+	r.e.Server.Faults.Set(kmstest.FaultServerError)
+	_ = generate(ctx, c, r.key)
+	time.Sleep(60 * time.Millisecond)
+	r.e.Server.Faults.Set(kmstest.FaultHang)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = generate(ctx, c, r.key) }() // the half-open trial, hanging
+	for set.State(endpoint) != breaker.HalfOpen {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	set.ResetEndpoint(endpoint)
+	<-done // the trial times out: a failure reported to the retired breaker
+	r.e.Server.Faults.Set(kmstest.FaultNone)
+	if st := set.State(endpoint); st != breaker.Closed {
+		t.Errorf("state %s after a late failure on the retired breaker, want closed", st)
+	}
+	want := []string{"closed→open", "open→half_open", "half_open→closed"}
+	if got := log.transitions(); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("changes = %v, want %v", got, want)
+	}
+}

@@ -28,6 +28,24 @@ type Guard interface {
 	Admit(key KeyURI) (done func(err error), err error)
 }
 
+// EndpointResetter is a Guard that can be told an endpoint answers again —
+// the key-health-monitor confirmed it with its own calls — so it stops
+// refusing calls at once instead of after its open timeout. Package
+// breaker's Set implements it.
+type EndpointResetter interface {
+	// ResetEndpoint closes the endpoint's breaker if it is not closed, and
+	// reports whether it did.
+	ResetEndpoint(endpointID string) bool
+}
+
+// EndpointRecovered tells the Client's guard, if it is an
+// EndpointResetter, that key's endpoint answers again. It reports whether
+// the guard stopped refusing calls because of it.
+func (c *Client) EndpointRecovered(key KeyURI) bool {
+	r, ok := c.guard.(EndpointResetter)
+	return ok && r.ResetEndpoint(key.EndpointID())
+}
+
 // WithGuard puts g in front of every call of the Client (default: none).
 // A nil g removes the guard.
 func WithGuard(g Guard) ClientOption {

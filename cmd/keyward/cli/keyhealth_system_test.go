@@ -952,3 +952,61 @@ func TestRevocationBound(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoveryThroughHalfOpen: without the monitor's verdict (a monitor
+// that never decides), an encryptor recovers by its breaker alone: after
+// the open timeout its trial calls reach the endpoint, succeed, close the
+// breaker (open → half_open → closed), and assets are stored under the
+// customer key again, without a restart.
+func TestRecoveryThroughHalfOpen(t *testing.T) {
+	s := khStart(t, cli.DevOptions{
+		KeyHealth: monitor.Options{Hysteresis: 1 << 20},
+		Breaker:   breaker.Settings{OpenTimeout: time.Second, ConsecutiveFailures: 2},
+		SeedCache: &kms.SeedCacheConfig{MaxUses: 1},
+		Encryptor: func(o *encryptor.Options) { o.ObservationTTL = -1 },
+	})
+	key, err := s.d.AWS.CreateKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.enroll("heal", key, true, "")
+	_, breakerMark := s.marks()
+	s.d.AWS.Server.Faults.Set(kmstest.FaultRefuse)
+	for i := 0; s.d.Breakers.State(key.EndpointID()) != breaker.Open; i++ {
+		if i == 10 {
+			t.Fatal("the breaker did not open")
+		}
+		if got := outcomeOf(s.put("heal", fmt.Sprintf("down-%d", i))); got != "fallback" {
+			t.Fatalf("endpoint down: %s, want fallback", got)
+		}
+	}
+	s.d.AWS.Server.Faults.Set(kmstest.FaultNone)
+	deadline := time.Now().Add(15 * time.Second)
+	for i := 0; ; i++ {
+		got := outcomeOf(s.put("heal", fmt.Sprintf("up-%d", i)))
+		if got == "customer" {
+			break
+		}
+		if got != "fallback" || time.Now().After(deadline) {
+			t.Fatalf("endpoint back: %s", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// HalfOpenRequests (3) successful trials close it.
+	for i := 0; s.d.Breakers.State(key.EndpointID()) != breaker.Closed; i++ {
+		if i == 10 {
+			t.Fatalf("breaker %s after %d assets", s.d.Breakers.State(key.EndpointID()), i)
+		}
+		if got := outcomeOf(s.put("heal", fmt.Sprintf("trial-%d", i))); got != "customer" {
+			t.Fatalf("half-open: %s, want customer", got)
+		}
+	}
+	s.waitBreaker(string(breaker.Closed), breakerMark, 5*time.Second)
+	var seen []string
+	for _, ev := range s.breakerEvents(breakerMark) {
+		seen = append(seen, ev.From+"→"+ev.To)
+	}
+	if want := []string{"closed→open", "open→half_open", "half_open→closed"}; !slices.Equal(seen, want) {
+		t.Errorf("breaker changes %v, want %v", seen, want)
+	}
+}

@@ -336,6 +336,11 @@ func (w *Worker) flushKey(r keystatus.Record) {
 	}
 	w.d.Seeds.FlushKey(key)
 	w.log.Info("key status changed; cached seeds flushed", "tenant_id", r.TenantID, "key_uri", r.KeyURI, "status", r.Status)
+	// The monitor's own calls found the key usable: its endpoint answers,
+	// so an open breaker need not wait out its open timeout.
+	if r.Status.Usable() && w.d.KMS.EndpointRecovered(key) {
+		w.log.Info("KMS endpoint breaker closed: the key-health-monitor found a key behind it usable", "endpoint", key.EndpointID(), "key_uri", r.KeyURI)
+	}
 }
 
 // Tenant returns the worker's current view of a tenant's configuration
