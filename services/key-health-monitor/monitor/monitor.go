@@ -51,7 +51,9 @@ type Worker struct {
 	keys    map[string]*keyState // keystatus.Key(tenant, uri) → state, keys of owned partitions only
 	queue   keyhealth.Queue
 	pacers  map[string]*rate.Limiter
-	live    int // instances seen at the last lease tick
+	// endpointHints: when probeEndpointSoon last ran per endpoint.
+	endpointHints map[string]time.Time
+	live          int // instances seen at the last lease tick
 
 	wake chan struct{}
 	obsQ chan observation
@@ -114,16 +116,18 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	}
 	w := &Worker{
 		d: d, o: o,
-		log:      o.Logger.With("worker", o.Name, "instance", o.InstanceID),
-		tenants:  map[string]*tenant.Config{},
-		owned:    map[int]*partition{},
-		keys:     map[string]*keyState{},
-		pacers:   map[string]*rate.Limiter{},
-		wake:     make(chan struct{}, 1),
-		obsQ:     make(chan observation, 4096),
-		started:  time.Now(),
-		validate: []tenant.ValidateOption{tenant.AllowLocalKeys(o.AllowLocalCustomerKeys)},
-		dlqLimit: rate.NewLimiter(rate.Limit(o.MaxDeadLettersPerSecond), int(max(1, o.MaxDeadLettersPerSecond))),
+		log:     o.Logger.With("worker", o.Name, "instance", o.InstanceID),
+		tenants: map[string]*tenant.Config{},
+		owned:   map[int]*partition{},
+		keys:    map[string]*keyState{},
+		pacers:  map[string]*rate.Limiter{},
+
+		endpointHints: map[string]time.Time{},
+		wake:          make(chan struct{}, 1),
+		obsQ:          make(chan observation, 4096),
+		started:       time.Now(),
+		validate:      []tenant.ValidateOption{tenant.AllowLocalKeys(o.AllowLocalCustomerKeys)},
+		dlqLimit:      rate.NewLimiter(rate.Limit(o.MaxDeadLettersPerSecond), int(max(1, o.MaxDeadLettersPerSecond))),
 
 		tenantsLoaded: make(chan struct{}),
 		leasesReady:   make(chan struct{}),
@@ -527,6 +531,39 @@ func (w *Worker) reschedule(ks *keyState) {
 	w.signal()
 }
 
+// probeEndpointSoon brings the next probe of every other key this
+// instance holds on ks's endpoint forward to within ObservationProbeDelay
+// (spread over another such delay), at most once per endpoint per
+// unhealthy interval, so 10,000 keys announcing one outage do not each
+// reschedule all the others.
+func (w *Worker) probeEndpointSoon(ks *keyState) {
+	endpoint := ks.uri.EndpointID()
+	now := time.Now()
+	w.mu.Lock()
+	if last, ok := w.endpointHints[endpoint]; ok && now.Sub(last) < w.o.UnhealthyInterval {
+		w.mu.Unlock()
+		return
+	}
+	w.endpointHints[endpoint] = now
+	n := 0
+	for _, k := range w.keys {
+		if k == ks || k.uri.EndpointID() != endpoint {
+			continue
+		}
+		n++
+		if k.inflight {
+			k.soon = true
+			continue
+		}
+		w.queue.Advance(k.id, now.Add(w.o.ObservationProbeDelay+time.Duration(rand.Float64()*float64(w.o.ObservationProbeDelay))))
+	}
+	w.mu.Unlock()
+	if n > 0 {
+		w.log.Info("an endpoint changed for one key: probing its other keys soon", "endpoint", endpoint, "keys", n)
+		w.signal()
+	}
+}
+
 // probeSoon moves a key's next probe to within ObservationProbeDelay.
 func (w *Worker) probeSoon(ks *keyState, delay time.Duration) {
 	w.mu.Lock()
@@ -604,6 +641,12 @@ func (w *Worker) seed(ctx context.Context, ks *keyState) error {
 // next agreeing result publishes again with the same Nats-Msg-Id; a failed
 // record write is retried before the key's next result is counted.
 func (w *Worker) apply(ctx context.Context, ks *keyState, r keyhealth.Result) (news bool) {
+	var endpointChanged bool // runs after ks.mu is released (deferred first)
+	defer func() {
+		if endpointChanged {
+			w.probeEndpointSoon(ks)
+		}
+	}()
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if ks.gone.Load() {
@@ -661,6 +704,10 @@ func (w *Worker) apply(ctx context.Context, ks *keyState, r keyhealth.Result) (n
 		w.metrics.publishFailed(pctx, "kv")
 		w.log.Warn("storing a key's status failed; retried", "tenant_id", ks.tenantID, "key_uri", ks.uriStr, "error", err)
 	}
+	// The endpoint went dark or came back for this key: likely for every
+	// key behind it, so probe them soon rather than at their own pace
+	// (each still needs its own agreeing results).
+	endpointChanged = tr.To == events.KeyStatusUnavailable || (tr.From == events.KeyStatusUnavailable && tr.To.Usable())
 	w.metrics.transition(pctx, string(tr.From), string(tr.To), tr.Source)
 	w.log.Info("key status changed", "tenant_id", ks.tenantID, "key_uri", ks.uriStr,
 		"status", tr.To, "previous", tr.From, "reason", tr.Reason, "source", tr.Source, "since", tr.Since.UTC())
