@@ -91,6 +91,16 @@ func DecodeAssetEncrypted(data []byte) (*AssetEncrypted, error) {
 	return &e, e.Validate()
 }
 
+// DecodeAssetReencrypted decodes and validates an AssetReencrypted event.
+// The error matches ErrUndecodable or ErrInvalid.
+func DecodeAssetReencrypted(data []byte) (*AssetReencrypted, error) {
+	var e AssetReencrypted
+	if err := Decode(TypeAssetReencrypted, data, &e); err != nil {
+		return nil, err
+	}
+	return &e, e.Validate()
+}
+
 // DecodeAssetRejected decodes and validates an AssetRejected event.
 func DecodeAssetRejected(data []byte) (*AssetRejected, error) {
 	var e AssetRejected

@@ -154,6 +154,84 @@ func FuzzDecodeAssetCreated(f *testing.F) {
 	})
 }
 
+func FuzzDecodeAssetReencrypted(f *testing.F) {
+	f.Add([]byte(`{"tenant_id":"acme","asset_id":"a","service":"team_chat","from_mode":"fallback","to_mode":"customer","from_key_uri":"localkms:///f","key_uri":"localkms:///c","key_version":"1","wrapped_seed":"d3JhcA==","location":{"bucket":"KW_VAULT","object":"acme/a"},"size":1,"ciphertext_size":200,"ciphertext_sha256":"` + strings.Repeat("a", 64) + `","header_sha256":"` + strings.Repeat("b", 64) + `","purpose":"heal","job_id":"j1","reencrypted_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"tenant_id":"acme","asset_id":"a","purpose":"deprovision","from_mode":"platform","to_mode":"platform","wrapped_seed":null}`))
+	f.Add([]byte(`{"purpose":"rotation","key_uri":"k","from_key_uri":"k"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := events.DecodeAssetReencrypted(data)
+		if err != nil {
+			if !errors.Is(err, events.ErrUndecodable) && !errors.Is(err, events.ErrInvalid) {
+				t.Fatalf("error %v is neither undecodable nor invalid", err)
+			}
+			return
+		}
+		// A valid event is safe to put in subjects and object names, and
+		// its modes fit its purpose.
+		if strings.ContainsAny(e.TenantID, ".*> \t") || events.ValidateAssetID(e.AssetID) != nil {
+			t.Fatalf("accepted unsafe ids %q %q", e.TenantID, e.AssetID)
+		}
+		if e.ToMode == events.ModeFallback || e.FromMode == events.ModePlatform || e.KeyURI == e.FromKeyURI {
+			t.Fatalf("accepted %s from %s (%s) to %s (%s)", e.Purpose, e.FromMode, e.FromKeyURI, e.ToMode, e.KeyURI)
+		}
+		out, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2, err := events.DecodeAssetReencrypted(out)
+		if err != nil {
+			t.Fatalf("re-decoding %s: %v", out, err)
+		}
+		out2, _ := json.Marshal(e2)
+		if string(out) != string(out2) {
+			t.Fatalf("round trip not stable:\n%s\n%s", out, out2)
+		}
+	})
+}
+
+func TestAssetReencryptedErrorsNameTheField(t *testing.T) {
+	valid := func() events.AssetReencrypted {
+		return events.AssetReencrypted{
+			TenantID: "acme", AssetID: "a", Service: "team_chat", FromMode: events.ModeFallback, ToMode: events.ModeCustomer,
+			FromKeyURI: "localkms:///f", KeyURI: "localkms:///c", KeyVersion: "1", WrappedSeed: []byte("w"),
+			Location: events.Location{Bucket: events.BucketVault, Object: "acme/a"}, Size: 1, CiphertextSize: 200,
+			CiphertextSHA256: strings.Repeat("a", 64), HeaderSHA256: strings.Repeat("b", 64),
+			Purpose: events.PurposeHeal, JobID: "j", ReencryptedAt: time.Now(),
+		}
+	}
+	if e := valid(); e.Validate() != nil {
+		t.Fatalf("valid event: %v", e.Validate())
+	}
+	cases := []struct {
+		field  string
+		mutate func(e *events.AssetReencrypted)
+	}{
+		{"tenant_id", func(e *events.AssetReencrypted) { e.TenantID = "Acme" }},
+		{"asset_id", func(e *events.AssetReencrypted) { e.AssetID = "" }},
+		{"from_mode", func(e *events.AssetReencrypted) { e.FromMode = events.ModeCustomer }},
+		{"to_mode", func(e *events.AssetReencrypted) { e.ToMode = events.ModePlatform }},
+		{"to_mode", func(e *events.AssetReencrypted) {
+			e.Purpose, e.FromMode = events.PurposeDeprovision, events.ModeCustomer
+		}},
+		{"from_mode", func(e *events.AssetReencrypted) { e.Purpose = events.PurposeRotation }},
+		{"purpose", func(e *events.AssetReencrypted) { e.Purpose = "" }},
+		{"key_uri", func(e *events.AssetReencrypted) { e.KeyURI = e.FromKeyURI }},
+		{"wrapped_seed", func(e *events.AssetReencrypted) { e.WrappedSeed = nil }},
+		{"location", func(e *events.AssetReencrypted) { e.Location.Bucket = events.BucketStaging }},
+		{"job_id", func(e *events.AssetReencrypted) { e.JobID = "" }},
+		{"reencrypted_at", func(e *events.AssetReencrypted) { e.ReencryptedAt = time.Time{} }},
+	}
+	for _, c := range cases {
+		e := valid()
+		c.mutate(&e)
+		err := e.Validate()
+		var fe *events.FieldError
+		if !errors.Is(err, events.ErrInvalid) || !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("Validate() = %v, want a FieldError on %s", err, c.field)
+		}
+	}
+}
+
 func TestProvisionIsIdempotent(t *testing.T) {
 	env := natstest.Start(t, natstest.WithoutProvisioning())
 	ctx := context.Background()

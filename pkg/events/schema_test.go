@@ -41,6 +41,12 @@ var contracts = []contract{
 		validate: func(v any) error { return v.(*events.AssetEncrypted).Validate() },
 	},
 	{
+		schema:   "asset_reencrypted.schema.json",
+		examples: []string{"asset_reencrypted.json"},
+		newValue: func() any { return new(events.AssetReencrypted) },
+		validate: func(v any) error { return v.(*events.AssetReencrypted).Validate() },
+	},
+	{
 		schema:   "asset_rejected.schema.json",
 		examples: []string{"asset_rejected.json"},
 		newValue: func() any { return new(events.AssetRejected) },
@@ -307,5 +313,86 @@ func TestInvalidDocumentsAgree(t *testing.T) {
 	}
 	if _, err := events.DecodeAssetCreated(raw); err != nil {
 		t.Fatalf("Go rejects the base document: %v", err)
+	}
+}
+
+// TestInvalidReencryptedAgree: AssetReencrypted documents the schema rejects,
+// Go rejects too, the purpose/mode rules included.
+func TestInvalidReencryptedAgree(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{
+			"tenant_id": "acme", "asset_id": "a1", "service": "team_chat",
+			"from_mode": "fallback", "to_mode": "customer",
+			"from_key_uri": "localkms:///fallback", "key_uri": "awskms://arn:aws:kms:eu-west-2:111122223333:key/k",
+			"key_version": "1", "wrapped_seed": "d3JhcHBlZA==",
+			"location": map[string]any{"bucket": "KW_VAULT", "object": "acme/a1"},
+			"size":     1, "ciphertext_size": 200,
+			"ciphertext_sha256": strings.Repeat("a", 64), "header_sha256": strings.Repeat("b", 64),
+			"purpose": "heal", "job_id": "heal.acme.1", "reencrypted_at": "2026-11-28T10:15:07Z",
+		}
+	}
+	cases := map[string]func(m map[string]any){
+		"missing tenant":          func(m map[string]any) { delete(m, "tenant_id") },
+		"tenant wildcard":         func(m map[string]any) { m["tenant_id"] = "*" },
+		"asset leading dot":       func(m map[string]any) { m["asset_id"] = ".a" },
+		"bad purpose":             func(m map[string]any) { m["purpose"] = "cleanup" },
+		"missing purpose":         func(m map[string]any) { delete(m, "purpose") },
+		"heal from customer":      func(m map[string]any) { m["from_mode"] = "customer" },
+		"heal to platform":        func(m map[string]any) { m["to_mode"] = "platform" },
+		"to fallback":             func(m map[string]any) { m["to_mode"] = "fallback" },
+		"rotation from fallback":  func(m map[string]any) { m["purpose"] = "rotation" },
+		"deprovision to customer": func(m map[string]any) { m["purpose"] = "deprovision" },
+		"deprovision from platform": func(m map[string]any) {
+			m["purpose"], m["from_mode"], m["to_mode"] = "deprovision", "platform", "platform"
+		},
+		"bad mode":          func(m map[string]any) { m["from_mode"] = "cloud" },
+		"empty key":         func(m map[string]any) { m["key_uri"] = "" },
+		"empty from key":    func(m map[string]any) { m["from_key_uri"] = "" },
+		"empty version":     func(m map[string]any) { m["key_version"] = "" },
+		"missing seed":      func(m map[string]any) { delete(m, "wrapped_seed") },
+		"bad seed base64":   func(m map[string]any) { m["wrapped_seed"] = "!!!" },
+		"staging bucket":    func(m map[string]any) { m["location"] = map[string]any{"bucket": "KW_STAGING", "object": "acme/a1"} },
+		"negative size":     func(m map[string]any) { m["size"] = -1 },
+		"bad sha":           func(m map[string]any) { m["ciphertext_sha256"] = "ABC" },
+		"bad header sha":    func(m map[string]any) { m["header_sha256"] = strings.Repeat("A", 64) },
+		"empty job":         func(m map[string]any) { m["job_id"] = "" },
+		"bad time":          func(m map[string]any) { m["reencrypted_at"] = "later" },
+		"unknown field":     func(m map[string]any) { m["mode"] = "customer" },
+		"size as string":    func(m map[string]any) { m["size"] = "12" },
+		"pending flag kept": func(m map[string]any) { m["pending_reencryption"] = false },
+	}
+	sch, _ := compile(t, "asset_reencrypted.schema.json")
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := base()
+			mutate(m)
+			raw, _ := json.Marshal(m)
+			if err := sch.Validate(instance(t, raw)); err == nil {
+				t.Errorf("schema accepts %s", raw)
+			}
+			if _, err := events.DecodeAssetReencrypted(raw); err == nil {
+				t.Errorf("Go accepts %s", raw)
+			}
+		})
+	}
+	// Every purpose with its modes is accepted by both.
+	valid := map[string]func(m map[string]any){
+		"heal":     func(map[string]any) {},
+		"rotation": func(m map[string]any) { m["purpose"], m["from_mode"] = "rotation", "customer" },
+		"deprovision": func(m map[string]any) {
+			m["purpose"], m["from_mode"], m["to_mode"] = "deprovision", "customer", "platform"
+		},
+		"deprovision from fallback": func(m map[string]any) { m["purpose"], m["to_mode"] = "deprovision", "platform" },
+	}
+	for name, mutate := range valid {
+		m := base()
+		mutate(m)
+		raw, _ := json.Marshal(m)
+		if err := sch.Validate(instance(t, raw)); err != nil {
+			t.Errorf("%s: schema rejects %s: %v", name, raw, err)
+		}
+		if _, err := events.DecodeAssetReencrypted(raw); err != nil {
+			t.Errorf("%s: Go rejects %s: %v", name, raw, err)
+		}
 	}
 }

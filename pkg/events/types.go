@@ -15,10 +15,11 @@ import (
 // Event type names, used in the ce-type header (CloudEvents style) and in
 // schemas/. The trailing version changes only with an incompatible change.
 const (
-	TypeAssetCreated   = "dev.keyward.asset.created.v1"
-	TypeAssetEncrypted = "dev.keyward.asset.encrypted.v1"
-	TypeAssetRejected  = "dev.keyward.asset.rejected.v1"
-	TypeDeadLetter     = "dev.keyward.dlq.v1"
+	TypeAssetCreated     = "dev.keyward.asset.created.v1"
+	TypeAssetEncrypted   = "dev.keyward.asset.encrypted.v1"
+	TypeAssetRejected    = "dev.keyward.asset.rejected.v1"
+	TypeAssetReencrypted = "dev.keyward.asset.reencrypted.v1"
+	TypeDeadLetter       = "dev.keyward.dlq.v1"
 )
 
 // Limits on producer-supplied fields. A producer exceeding one gets a
@@ -151,6 +152,59 @@ type AssetRejected struct {
 	RejectedAt    time.Time `json:"rejected_at"`
 }
 
+// ReencryptPurpose says why an asset was re-encrypted (a closed set).
+type ReencryptPurpose string
+
+const (
+	// PurposeHeal: a fallback copy re-encrypted under the customer key once
+	// that key is back (from_mode fallback, to_mode customer).
+	PurposeHeal ReencryptPurpose = "heal"
+	// PurposeRotation: moved from the tenant's old key to its new key
+	// (from_mode and to_mode customer).
+	PurposeRotation ReencryptPurpose = "rotation"
+	// PurposeDeprovision: moved to the platform key when the tenant is
+	// deprovisioned (from_mode customer or fallback, to_mode platform).
+	PurposeDeprovision ReencryptPurpose = "deprovision"
+)
+
+// Valid reports whether p is one of the defined purposes.
+func (p ReencryptPurpose) Valid() bool {
+	return p == PurposeHeal || p == PurposeRotation || p == PurposeDeprovision
+}
+
+// AssetReencrypted is published by the re-encryptor on
+// keyward.asset.reencrypted.<tenant> (stream KW_ASSETS) once an asset's new
+// ciphertext has replaced the old one in KW_VAULT. Like AssetEncrypted it
+// carries everything a ledger record needs (the new key, key version,
+// wrapped seed, location, sizes and digests), so a ledger applies it without
+// reading anything else, and no secret.
+type AssetReencrypted struct {
+	TenantID string `json:"tenant_id"`
+	AssetID  string `json:"asset_id"`
+	Service  string `json:"service"`
+	// FromMode and FromKeyURI are what the asset was stored under before.
+	FromMode   Mode   `json:"from_mode"`
+	ToMode     Mode   `json:"to_mode"`
+	FromKeyURI string `json:"from_key_uri"`
+	// KeyURI, KeyVersion and WrappedSeed are the new key and the new
+	// wrapped seed (base64 in JSON).
+	KeyURI      string   `json:"key_uri"`
+	KeyVersion  string   `json:"key_version"`
+	WrappedSeed []byte   `json:"wrapped_seed"`
+	Location    Location `json:"location"`
+	// Size is the plaintext size in bytes.
+	Size int64 `json:"size"`
+	// CiphertextSize, CiphertextSHA256 and HeaderSHA256 describe the new
+	// stored object, as in AssetEncrypted.
+	CiphertextSize   int64            `json:"ciphertext_size"`
+	CiphertextSHA256 string           `json:"ciphertext_sha256"`
+	HeaderSHA256     string           `json:"header_sha256"`
+	Purpose          ReencryptPurpose `json:"purpose"`
+	// JobID names the re-encryption job that moved the asset.
+	JobID         string    `json:"job_id"`
+	ReencryptedAt time.Time `json:"reencrypted_at"`
+}
+
 var (
 	serviceRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 	sha256Re  = regexp.MustCompile(`^[0-9a-f]{64}$`)
@@ -281,6 +335,80 @@ func (e *AssetEncrypted) Validate() error {
 	}
 	if e.EncryptedAt.IsZero() {
 		add(fieldErr("encrypted_at", "is required", ""))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks an AssetReencrypted: the fields AssetEncrypted has are
+// checked the same way, and the modes must fit the purpose (heal: fallback
+// to customer; rotation: customer to customer; deprovision: customer or
+// fallback to platform), with a key different from the one before.
+func (e *AssetReencrypted) Validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(ValidateTenantID(e.TenantID))
+	add(ValidateAssetID(e.AssetID))
+	add(validateServiceField("service", e.Service))
+	fromOK, toOK := e.FromMode.Valid(), e.ToMode.Valid()
+	if !fromOK {
+		add(fieldErr("from_mode", fmt.Sprintf("%q is not a mode", clip(string(e.FromMode))), "customer, fallback or platform"))
+	}
+	if !toOK {
+		add(fieldErr("to_mode", fmt.Sprintf("%q is not a mode", clip(string(e.ToMode))), "customer or platform"))
+	}
+	switch e.Purpose {
+	case PurposeHeal:
+		if fromOK && e.FromMode != ModeFallback {
+			add(fieldErr("from_mode", fmt.Sprintf("is %q but a heal starts from fallback", e.FromMode), ""))
+		}
+		if toOK && e.ToMode != ModeCustomer {
+			add(fieldErr("to_mode", fmt.Sprintf("is %q but a heal ends under the customer key", e.ToMode), ""))
+		}
+	case PurposeRotation:
+		if fromOK && e.FromMode != ModeCustomer {
+			add(fieldErr("from_mode", fmt.Sprintf("is %q but a rotation starts from the customer key", e.FromMode), ""))
+		}
+		if toOK && e.ToMode != ModeCustomer {
+			add(fieldErr("to_mode", fmt.Sprintf("is %q but a rotation ends under the customer key", e.ToMode), ""))
+		}
+	case PurposeDeprovision:
+		if fromOK && e.FromMode == ModePlatform {
+			add(fieldErr("from_mode", `is "platform" but a deprovisioning starts from the customer or fallback key`, ""))
+		}
+		if toOK && e.ToMode != ModePlatform {
+			add(fieldErr("to_mode", fmt.Sprintf("is %q but a deprovisioning ends under the platform key", e.ToMode), ""))
+		}
+	default:
+		add(fieldErr("purpose", fmt.Sprintf("%q is not a purpose", clip(string(e.Purpose))), "heal, rotation or deprovision"))
+	}
+	add(validateText("from_key_uri", e.FromKeyURI, 1024, true))
+	add(validateText("key_uri", e.KeyURI, 1024, true))
+	if e.KeyURI != "" && e.KeyURI == e.FromKeyURI {
+		add(fieldErr("key_uri", "is the same as from_key_uri", "a re-encryption moves an asset to another key"))
+	}
+	add(validateText("key_version", e.KeyVersion, 255, true))
+	if len(e.WrappedSeed) == 0 {
+		add(fieldErr("wrapped_seed", "is required", ""))
+	}
+	if e.Location.Bucket != BucketVault || e.Location.Object == "" {
+		add(fieldErr("location", "needs bucket "+BucketVault+" and an object", ""))
+	}
+	if e.Size < 0 || e.CiphertextSize < e.Size {
+		add(fieldErr("size", "is inconsistent with ciphertext_size", ""))
+	}
+	if !sha256Re.MatchString(e.CiphertextSHA256) {
+		add(fieldErr("ciphertext_sha256", "is not 64 lowercase hex digits", ""))
+	}
+	if !sha256Re.MatchString(e.HeaderSHA256) {
+		add(fieldErr("header_sha256", "is not 64 lowercase hex digits", ""))
+	}
+	add(validateText("job_id", e.JobID, 255, true))
+	if e.ReencryptedAt.IsZero() {
+		add(fieldErr("reencrypted_at", "is required", ""))
 	}
 	return errors.Join(errs...)
 }

@@ -71,7 +71,7 @@
 // URI; when rejected, an empty mode; no 0x00 byte in an id or key URI;
 // non-negative sizes; and keys within bbolt's size limit. The event
 // contract's id syntax is checked by pkg/events, not here. Store sets
-// UpdatedAt from its clock and stores both times in UTC.
+// UpdatedAt from its clock and stores every time in UTC.
 //
 // # Schema versions and migrations
 //

@@ -91,6 +91,10 @@ type Record struct {
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	// EncryptedAt is the time of encryption, or of rejection. Stored in UTC.
 	EncryptedAt time.Time `json:"encrypted_at,omitzero"`
+	// ReencryptedAt is the time the asset was last re-encrypted or rewrapped
+	// (AssetReencrypted: heal, rotation, deprovision); zero if never. Stored
+	// in UTC.
+	ReencryptedAt time.Time `json:"reencrypted_at,omitzero"`
 	// UpdatedAt is set by the Store (its clock, UTC) on every write.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }

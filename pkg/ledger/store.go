@@ -304,6 +304,9 @@ func (s *Store) prepare(r *Record, now time.Time) ([]byte, error) {
 	if !r.EncryptedAt.IsZero() {
 		r.EncryptedAt = r.EncryptedAt.UTC()
 	}
+	if !r.ReencryptedAt.IsZero() {
+		r.ReencryptedAt = r.ReencryptedAt.UTC()
+	}
 	v, err := encodeRecord(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode: %w", err)

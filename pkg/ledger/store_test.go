@@ -44,6 +44,7 @@ func fullRecord() Record {
 		EventID:        "evt-01HZX",
 		StreamSeq:      1<<63 + 5,
 		EncryptedAt:    time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.FixedZone("X", 5*3600)),
+		ReencryptedAt:  time.Date(2026, 2, 3, 4, 5, 6, 987654321, time.FixedZone("Y", -7*3600)),
 		UpdatedAt:      time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC), // overwritten by the store
 	}
 }
@@ -70,6 +71,7 @@ func TestRoundTripEveryField(t *testing.T) {
 
 	want := in
 	want.EncryptedAt = in.EncryptedAt.UTC()
+	want.ReencryptedAt = in.ReencryptedAt.UTC()
 	want.UpdatedAt = testClock
 	if !reflect.DeepEqual(got, want) {
 		gj, _ := json.Marshal(got)
@@ -111,7 +113,7 @@ func TestRecordJSONFieldNamesStable(t *testing.T) {
 	slices.Sort(got)
 	want := []string{
 		"asset_id", "bucket", "ciphertext_size", "coverage", "encrypted_at", "event_id", "header_sha256",
-		"key_uri", "key_version", "mode", "object", "reencrypt", "reject_detail", "reject_reason",
+		"key_uri", "key_version", "mode", "object", "reencrypt", "reencrypted_at", "reject_detail", "reject_reason",
 		"service", "sha256", "size", "state", "stream_seq", "tenant_id", "updated_at", "wrapped_seed",
 	}
 	if !slices.Equal(got, want) {

@@ -1,9 +1,26 @@
 // Package projector keeps a ledger.Store in step with the KW_ASSETS stream,
-// the log of record: every AssetEncrypted and AssetRejected becomes (or
-// updates) a ledger record, one bbolt transaction per fetched batch, with the
-// stream position stored in the same transaction. A worker runs one
-// projector for its own ledger file; a deleted or corrupt ledger is rebuilt
-// by projecting the stream from the start (Rebuild).
+// the log of record: every AssetEncrypted, AssetRejected and AssetReencrypted
+// becomes (or updates) a ledger record, one bbolt transaction per fetched
+// batch, with the stream position stored in the same transaction. A worker
+// runs one projector for its own ledger file; a deleted or corrupt ledger is
+// rebuilt by projecting the stream from the start (Rebuild).
+//
+// Ordering: a record keeps the KW_ASSETS sequence of the last event applied
+// to it (StreamSeq). An event at that sequence (a redelivery, or the
+// worker's own output it already recorded) or older (a worker recorded a
+// later event for the asset before the projector reached this one) is
+// skipped, so a record never moves back to an earlier state, and a replay
+// from the start ends in the same ledger as live projection.
+//
+// AssetReencrypted (heal, rotation, deprovision) replaces the record's mode,
+// key URI, key version, wrapped seed, location, sizes and digests, clears
+// Reencrypt and sets ReencryptedAt; the indexes by key and by mode follow.
+// What the event does not carry (coverage, the AssetCreated event id, the
+// time of first encryption) is kept from the record. For an asset the ledger
+// does not hold (or holds as rejected), the event alone makes the record:
+// it carries everything a record needs; Coverage is then "covered" (every
+// mode a re-encryption starts from is a covered one), EncryptedAt the
+// re-encryption time and EventID empty.
 package projector
 
 import (
@@ -19,6 +36,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/tenant"
 )
 
 // CursorName is the ledger cursor holding the last applied KW_ASSETS
@@ -84,7 +102,7 @@ func (p *Projector) runOnce(ctx context.Context) error {
 		return err
 	}
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectAssetEncryptedAll, events.SubjectAssetRejectedAll},
+		FilterSubjects: []string{events.SubjectAssetEncryptedAll, events.SubjectAssetRejectedAll, events.SubjectAssetReencryptedAll},
 	}
 	if cursor > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
@@ -148,10 +166,14 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, e
 			return 0, err
 		}
 		lastSeq, pending = md.Sequence.Stream, md.NumPending
-		if known[i] == md.Sequence.Stream {
+		if known[i] >= md.Sequence.Stream {
+			// Already applied, or the record holds a later event.
 			continue
 		}
-		rec, ok := p.recordFor(ctx, m, md.Sequence.Stream, recs, index)
+		rec, ok, err := p.recordFor(ctx, m, md.Sequence.Stream, recs, index)
+		if err != nil {
+			return 0, err
+		}
 		if !ok {
 			continue
 		}
@@ -174,20 +196,20 @@ func (p *Projector) apply(ctx context.Context, batch []jetstream.Msg) (uint64, e
 // record (from this batch or the ledger). An encrypted asset is never turned
 // back into a rejected one: asset ids are identities and ciphertexts are
 // immutable.
-func (p *Projector) recordFor(ctx context.Context, m jetstream.Msg, seq uint64, recs []ledger.Record, index map[string]int) (ledger.Record, bool) {
+func (p *Projector) recordFor(ctx context.Context, m jetstream.Msg, seq uint64, recs []ledger.Record, index map[string]int) (ledger.Record, bool, error) {
 	switch m.Headers().Get(events.HeaderCEType) {
 	case events.TypeAssetEncrypted:
 		e, err := events.DecodeAssetEncrypted(m.Data())
 		if err != nil {
 			p.log.Error("skipping undecodable AssetEncrypted in the log of record", "seq", seq, "error", err)
-			return ledger.Record{}, false
+			return ledger.Record{}, false, nil
 		}
-		return FromEncrypted(e, seq), true
+		return FromEncrypted(e, seq), true, nil
 	case events.TypeAssetRejected:
 		e, err := events.DecodeAssetRejected(m.Data())
 		if err != nil {
 			p.log.Error("skipping undecodable AssetRejected in the log of record", "seq", seq, "error", err)
-			return ledger.Record{}, false
+			return ledger.Record{}, false, nil
 		}
 		var cur ledger.Record
 		var found bool
@@ -197,11 +219,45 @@ func (p *Projector) recordFor(ctx context.Context, m jetstream.Msg, seq uint64, 
 			cur, found = r, true
 		}
 		if found && cur.State == ledger.StateEncrypted {
-			return ledger.Record{}, false
+			return ledger.Record{}, false, nil
 		}
-		return FromRejected(e, seq), true
+		return FromRejected(e, seq), true, nil
+	case events.TypeAssetReencrypted:
+		e, err := events.DecodeAssetReencrypted(m.Data())
+		if err != nil {
+			p.log.Error("skipping undecodable AssetReencrypted in the log of record", "seq", seq, "error", err)
+			return ledger.Record{}, false, nil
+		}
+		var prev *ledger.Record
+		if i, ok := index[e.TenantID+"/"+e.AssetID]; ok {
+			prev = &recs[i]
+		} else {
+			r, err := p.store.Get(ctx, e.TenantID, e.AssetID)
+			switch {
+			case err == nil:
+				prev = &r
+			case !errors.Is(err, ledger.ErrNotFound):
+				// Applying without the record would lose what only the
+				// record knows (coverage, event id): retry the batch.
+				return ledger.Record{}, false, fmt.Errorf("projector: AssetReencrypted at sequence %d: %w", seq, err)
+			}
+		}
+		if prev != nil && prev.StreamSeq >= seq {
+			// Checked by asset identity, not only by the header: an older
+			// event never rolls a record back.
+			p.log.Debug("skipping an AssetReencrypted older than the record", "seq", seq, "record_seq", prev.StreamSeq,
+				"tenant_id", e.TenantID, "asset_id", e.AssetID)
+			return ledger.Record{}, false, nil
+		}
+		if prev != nil && prev.State == ledger.StateEncrypted && (prev.KeyURI != e.FromKeyURI || prev.Mode != e.FromMode) {
+			// The log of record wins; the mismatch is worth a look.
+			p.log.Warn("AssetReencrypted moves an asset from a key the ledger does not record for it; applying the event",
+				"seq", seq, "tenant_id", e.TenantID, "asset_id", e.AssetID,
+				"from_key_uri", e.FromKeyURI, "from_mode", e.FromMode, "ledger_key_uri", prev.KeyURI, "ledger_mode", prev.Mode)
+		}
+		return FromReencrypted(e, prev, seq), true, nil
 	}
-	return ledger.Record{}, false
+	return ledger.Record{}, false, nil
 }
 
 // FromEncrypted is the ledger record of an AssetEncrypted event stored at
@@ -230,6 +286,45 @@ func FromEncrypted(e *events.AssetEncrypted, seq uint64) ledger.Record {
 		StreamSeq:      seq,
 		EncryptedAt:    e.EncryptedAt,
 	}
+}
+
+// FromReencrypted is the ledger record of an AssetReencrypted event stored at
+// stream sequence seq (0 if not yet published), applied over prev, the
+// asset's current record (nil if the ledger holds none). The new mode, key
+// URI, key version, wrapped seed, location, sizes and digests come from the
+// event, Reencrypt is false and ReencryptedAt is the event's time. Coverage,
+// EventID and EncryptedAt are kept from prev when it is an encrypted record;
+// otherwise Coverage is "covered" (a re-encryption starts from the customer
+// or fallback mode, both covered), EventID is empty and EncryptedAt is the
+// re-encryption time.
+func FromReencrypted(e *events.AssetReencrypted, prev *ledger.Record, seq uint64) ledger.Record {
+	ctSum, _ := hex.DecodeString(e.CiphertextSHA256)
+	hdrSum, _ := hex.DecodeString(e.HeaderSHA256)
+	r := ledger.Record{
+		TenantID:       e.TenantID,
+		AssetID:        e.AssetID,
+		Service:        e.Service,
+		State:          ledger.StateEncrypted,
+		Mode:           e.ToMode,
+		KeyURI:         e.KeyURI,
+		KeyVersion:     e.KeyVersion,
+		WrappedSeed:    e.WrappedSeed,
+		HeaderSHA256:   hdrSum,
+		Bucket:         e.Location.Bucket,
+		Object:         e.Location.Object,
+		Size:           e.Size,
+		CiphertextSize: e.CiphertextSize,
+		SHA256:         ctSum,
+		Coverage:       string(tenant.CoverageCovered),
+		Reencrypt:      false,
+		StreamSeq:      seq,
+		EncryptedAt:    e.ReencryptedAt,
+		ReencryptedAt:  e.ReencryptedAt,
+	}
+	if prev != nil && prev.State == ledger.StateEncrypted {
+		r.Coverage, r.EventID, r.EncryptedAt = prev.Coverage, prev.EventID, prev.EncryptedAt
+	}
+	return r
 }
 
 // FromRejected is the ledger record of an AssetRejected event.
