@@ -67,6 +67,17 @@ func Connect(c Common, name string, log *slog.Logger) (*nats.Conn, jetstream.Jet
 	return nc, js, nil
 }
 
+// NATSReady is a readiness check (telemetry AddReadyCheck) that fails while
+// nc is not connected.
+func NATSReady(nc *nats.Conn) func(context.Context) error {
+	return func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	}
+}
+
 // WaitProvisioned provisions Keyward's streams and buckets, retrying while
 // NATS is not reachable yet, until ctx ends.
 func WaitProvisioned(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {

@@ -157,12 +157,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	obs.Telemetry.AddReadyCheck("encryptor", func(context.Context) error { return w.Ready() })
-	obs.Telemetry.AddReadyCheck("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
+	obs.Telemetry.AddReadyCheck("nats", svc.NATSReady(nc))
 	fmt.Fprintf(stdout, "keyward encryptor %s: consuming %s, ledger %s\n", svc.Version, cfg.NATSURL, store.Path())
 	runErr := w.Run(ctx)
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownDeadline)

@@ -162,12 +162,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	obs.Telemetry.AddReadyCheck("key-health-monitor", func(context.Context) error { return w.Ready() })
-	obs.Telemetry.AddReadyCheck("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	})
+	obs.Telemetry.AddReadyCheck("nats", svc.NATSReady(nc))
 	fmt.Fprintf(stdout, "keyward key-health-monitor %s: instance %s, %d partitions, probing every %v (%v while unhealthy)\n",
 		svc.Version, w.InstanceID(), w.PartitionCount(), cfg.HealthyInterval, cfg.UnhealthyInterval)
 
