@@ -27,49 +27,27 @@ type contract struct {
 	validate func(any) error
 }
 
+// validated makes the contract of an event type with a Validate method.
+func validated[T any, PT interface {
+	*T
+	Validate() error
+}](schema string, examples ...string) contract {
+	return contract{
+		schema:   schema,
+		examples: examples,
+		newValue: func() any { return PT(new(T)) },
+		validate: func(v any) error { return v.(PT).Validate() },
+	}
+}
+
 var contracts = []contract{
-	{
-		schema:   "asset_created.schema.json",
-		examples: []string{"asset_created.json", "asset_created_inline.json"},
-		newValue: func() any { return new(events.AssetCreated) },
-		validate: func(v any) error { return v.(*events.AssetCreated).Validate() },
-	},
-	{
-		schema:   "asset_encrypted.schema.json",
-		examples: []string{"asset_encrypted.json"},
-		newValue: func() any { return new(events.AssetEncrypted) },
-		validate: func(v any) error { return v.(*events.AssetEncrypted).Validate() },
-	},
-	{
-		schema:   "asset_reencrypted.schema.json",
-		examples: []string{"asset_reencrypted.json"},
-		newValue: func() any { return new(events.AssetReencrypted) },
-		validate: func(v any) error { return v.(*events.AssetReencrypted).Validate() },
-	},
-	{
-		schema:   "asset_rejected.schema.json",
-		examples: []string{"asset_rejected.json"},
-		newValue: func() any { return new(events.AssetRejected) },
-		validate: func(v any) error { return v.(*events.AssetRejected).Validate() },
-	},
-	{
-		schema:   "key_status_changed.schema.json",
-		examples: []string{"key_status_changed.json"},
-		newValue: func() any { return new(events.KeyStatusChanged) },
-		validate: func(v any) error { return v.(*events.KeyStatusChanged).Validate() },
-	},
-	{
-		schema:   "key_observed.schema.json",
-		examples: []string{"key_observed.json"},
-		newValue: func() any { return new(events.KeyObserved) },
-		validate: func(v any) error { return v.(*events.KeyObserved).Validate() },
-	},
-	{
-		schema:   "breaker_state_changed.schema.json",
-		examples: []string{"breaker_state_changed.json"},
-		newValue: func() any { return new(events.BreakerStateChanged) },
-		validate: func(v any) error { return v.(*events.BreakerStateChanged).Validate() },
-	},
+	validated[events.AssetCreated]("asset_created.schema.json", "asset_created.json", "asset_created_inline.json"),
+	validated[events.AssetEncrypted]("asset_encrypted.schema.json", "asset_encrypted.json"),
+	validated[events.AssetReencrypted]("asset_reencrypted.schema.json", "asset_reencrypted.json"),
+	validated[events.AssetRejected]("asset_rejected.schema.json", "asset_rejected.json"),
+	validated[events.KeyStatusChanged]("key_status_changed.schema.json", "key_status_changed.json"),
+	validated[events.KeyObserved]("key_observed.schema.json", "key_observed.json"),
+	validated[events.BreakerStateChanged]("breaker_state_changed.schema.json", "breaker_state_changed.json"),
 	{
 		schema:   "dead_letter.schema.json",
 		examples: []string{"dead_letter.json"},
