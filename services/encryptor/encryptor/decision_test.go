@@ -62,6 +62,11 @@ func TestDecisionTable(t *testing.T) {
 	})
 	degraded := s.enroll("degraded")
 	s.setStatus("degraded", degraded, events.KeyStatusDegraded)
+	// The boundary: an asset created at the instant of enrollment is covered,
+	// one created a second earlier is not. Both times are fixed here, not
+	// read from the clock when the row runs.
+	enrolledAt := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	boundary := s.enroll("boundary", func(c *tenant.Config) { c.Keys[0].EnrolledAt = enrolledAt })
 
 	rows := []struct {
 		name   string
@@ -84,7 +89,8 @@ func TestDecisionTable(t *testing.T) {
 		{"key revoked (status)", "revoked-kv", nil, want{reason: events.ReasonCustomerKeyRevoked}, kms.KeyURI{}},
 		{"key revoked (live: disabled)", "revoked-live", nil, want{reason: events.ReasonCustomerKeyRevoked}, kms.KeyURI{}},
 		{"key revoked (live: deleted), fallback on", "deleted-live", nil, want{reason: events.ReasonCustomerKeyRevoked}, kms.KeyURI{}},
-		{"asset created at enrollment", "covered", []putOpt{createdAt(time.Now().Add(-time.Hour).UTC().Truncate(time.Second))}, want{mode: events.ModePlatform, coverage: "before_enrollment"}, s.platform},
+		{"asset created at the instant of enrollment", "boundary", []putOpt{createdAt(enrolledAt)}, want{mode: events.ModeCustomer, coverage: "covered"}, boundary},
+		{"asset created a second before enrollment", "boundary", []putOpt{createdAt(enrolledAt.Add(-time.Second))}, want{mode: events.ModePlatform, coverage: "before_enrollment"}, s.platform},
 	}
 	for i, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
