@@ -32,12 +32,12 @@ import (
 // Vault object metadata written with every ciphertext, so a crash between
 // storing it and recording it is recovered from the object alone.
 const (
-	metaEvent       = "keyward-event"
-	metaMode        = "keyward-mode"
-	metaCoverage    = "keyward-coverage"
-	metaService     = "keyward-service"
-	metaSize        = "keyward-size"
-	metaEncryptedAt = "keyward-encrypted-at"
+	metaEvent       = vault.MetaEvent
+	metaMode        = vault.MetaMode
+	metaCoverage    = vault.MetaCoverage
+	metaService     = vault.MetaService
+	metaSize        = vault.MetaSize
+	metaEncryptedAt = vault.MetaEncryptedAt
 )
 
 type kind int
