@@ -20,6 +20,14 @@ const (
 	// StreamKeys holds KeyStatusChanged and BreakerStateChanged events,
 	// retained for replay.
 	StreamKeys = "KW_KEYS"
+	// StreamReencrypt holds the progress and completion events of
+	// re-encryption jobs (ReencryptionProgress, ReencryptionCompleted),
+	// kept 30 days.
+	StreamReencrypt = "KW_REENCRYPT"
+	// StreamLifecycle holds a tenant's key lifecycle events: rotation
+	// started and completed, deprovisioning scheduled, cancelled and
+	// completed; retained like KW_KEYS for audit and replay.
+	StreamLifecycle = "KW_LIFECYCLE"
 
 	// BucketStaging is the Object Store bucket producers stage plaintext in.
 	BucketStaging = "KW_STAGING"
@@ -36,6 +44,10 @@ const (
 	// instances hold leases on tenant partitions and announce themselves
 	// (heartbeats); entries expire after KeyHealthLeaseTTL unless renewed.
 	BucketKeyHealthLeases = "KW_KEY_HEALTH_LEASES"
+	// BucketReencryptJobs is the KV bucket of the re-encryptor's jobs
+	// (state and cursor of each heal, rotation or deprovision job), one
+	// revision per job, no expiry.
+	BucketReencryptJobs = "KW_REENCRYPT_JOBS"
 
 	// SubjectRoot is the first token of every Keyward subject.
 	SubjectRoot = "keyward"
@@ -54,6 +66,14 @@ const (
 	prefixKeyUnwrap        = "keyward.key.unwrap."
 	prefixKeyEnroll        = "keyward.key.enroll."
 	prefixDLQ              = "keyward.dlq."
+
+	prefixReencryptProgress    = "keyward.reencrypt.progress."
+	prefixReencryptCompleted   = "keyward.reencrypt.completed."
+	prefixRotationStarted      = "keyward.lifecycle.rotation_started."
+	prefixRotationCompleted    = "keyward.lifecycle.rotation_completed."
+	prefixDeprovisionScheduled = "keyward.lifecycle.deprovision_scheduled."
+	prefixDeprovisionCancelled = "keyward.lifecycle.deprovision_cancelled."
+	prefixDeprovisionCompleted = "keyward.lifecycle.deprovision_completed."
 )
 
 // Wildcard subjects, for stream definitions and subscriptions.
@@ -68,7 +88,52 @@ const (
 	SubjectKeyUnwrapAll        = prefixKeyUnwrap + "*"
 	SubjectKeyEnrollAll        = prefixKeyEnroll + "*"
 	SubjectDLQAll              = prefixDLQ + "*"
+
+	SubjectReencryptProgressAll  = prefixReencryptProgress + "*"
+	SubjectReencryptCompletedAll = prefixReencryptCompleted + "*"
+	// SubjectReencryptAll is every re-encryption job event of every tenant.
+	SubjectReencryptAll = "keyward.reencrypt.>"
+	// SubjectLifecycleAll is every lifecycle event (rotation,
+	// deprovisioning) of every tenant: keyward.lifecycle.<event>.<tenant>.
+	SubjectLifecycleAll = "keyward.lifecycle.>"
+	// SubjectLifecycleEvents is the subject filter of stream KW_LIFECYCLE:
+	// keyward.lifecycle.<event>.<tenant>.
+	SubjectLifecycleEvents = subjectLifecycleAny + "*"
+
+	subjectLifecycleAny = "keyward.lifecycle.*."
 )
+
+// SubjectLifecycleTenant matches every lifecycle event of tenant.
+func SubjectLifecycleTenant(tenant string) string { return subjectLifecycleAny + tenant }
+
+// SubjectReencryptProgress is where the re-encryptor publishes
+// ReencryptionProgress for tenant.
+func SubjectReencryptProgress(tenant string) string { return prefixReencryptProgress + tenant }
+
+// SubjectReencryptCompleted is where the re-encryptor publishes
+// ReencryptionCompleted for tenant.
+func SubjectReencryptCompleted(tenant string) string { return prefixReencryptCompleted + tenant }
+
+// SubjectRotationStarted is where RotationStarted is published for tenant.
+func SubjectRotationStarted(tenant string) string { return prefixRotationStarted + tenant }
+
+// SubjectRotationCompleted is where RotationCompleted is published for tenant.
+func SubjectRotationCompleted(tenant string) string { return prefixRotationCompleted + tenant }
+
+// SubjectDeprovisionScheduled is where DeprovisionScheduled is published.
+func SubjectDeprovisionScheduled(tenant string) string {
+	return prefixDeprovisionScheduled + tenant
+}
+
+// SubjectDeprovisionCancelled is where DeprovisionCancelled is published.
+func SubjectDeprovisionCancelled(tenant string) string {
+	return prefixDeprovisionCancelled + tenant
+}
+
+// SubjectDeprovisionCompleted is where DeprovisionCompleted is published.
+func SubjectDeprovisionCompleted(tenant string) string {
+	return prefixDeprovisionCompleted + tenant
+}
 
 // SubjectAssetCreated is where producers publish AssetCreated for tenant.
 // tenant must have passed ValidateTenantID.

@@ -27,6 +27,16 @@ const (
 	DLQMaxAge = 30 * 24 * time.Hour
 	// KeysMaxAge keeps key status history for a year (audit, replay).
 	KeysMaxAge = 365 * 24 * time.Hour
+	// ReencryptMaxAge keeps re-encryption job progress and completion
+	// events 30 days: enough to follow a long job and look back at it.
+	ReencryptMaxAge = 30 * 24 * time.Hour
+	// LifecycleMaxAge keeps a tenant's key lifecycle events (rotation,
+	// deprovisioning) a year, like key status history (audit, replay).
+	LifecycleMaxAge = KeysMaxAge
+	// LifecycleDuplicates is the window in which a republished lifecycle
+	// event (same Nats-Msg-Id, e.g. rotation_started.<tenant>.<revision>)
+	// is dropped.
+	LifecycleDuplicates = 10 * time.Minute
 	// MaxMessageBytes bounds every event message (the server's default
 	// max_payload); inline content must fit well inside it.
 	MaxMessageBytes = 1 << 20
@@ -104,6 +114,30 @@ func StreamConfigs(o ProvisionOptions) []jetstream.StreamConfig {
 			Replicas:    r,
 			Discard:     jetstream.DiscardOld,
 		},
+		{
+			Name:        StreamReencrypt,
+			Description: "Re-encryption job events: ReencryptionProgress and ReencryptionCompleted (keyward.reencrypt.{progress,completed}.<tenant>)",
+			Subjects:    []string{SubjectReencryptProgressAll, SubjectReencryptCompletedAll},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      ReencryptMaxAge,
+			Duplicates:  2 * time.Minute,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:        StreamLifecycle,
+			Description: "Key lifecycle events: rotation started/completed, deprovisioning scheduled/cancelled/completed (keyward.lifecycle.<event>.<tenant>)",
+			Subjects:    []string{SubjectLifecycleEvents},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      LifecycleMaxAge,
+			Duplicates:  LifecycleDuplicates,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
 	}
 }
 
@@ -153,6 +187,14 @@ func KeyValueConfigs(o ProvisionOptions) []jetstream.KeyValueConfig {
 			History:      1,
 			TTL:          leaseTTL(o),
 			MaxValueSize: 1 << 10,
+			Storage:      o.Storage,
+			Replicas:     r,
+		},
+		{
+			Bucket:       BucketReencryptJobs,
+			Description:  "Re-encryptor jobs (heal, rotation, deprovision): state and cursor of each job",
+			History:      1,
+			MaxValueSize: 64 << 10,
 			Storage:      o.Storage,
 			Replicas:     r,
 		},

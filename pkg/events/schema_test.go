@@ -48,6 +48,13 @@ var contracts = []contract{
 	validated[events.KeyStatusChanged]("key_status_changed.schema.json", "key_status_changed.json"),
 	validated[events.KeyObserved]("key_observed.schema.json", "key_observed.json"),
 	validated[events.BreakerStateChanged]("breaker_state_changed.schema.json", "breaker_state_changed.json"),
+	validated[events.ReencryptionProgress]("reencryption_progress.schema.json", "reencryption_progress.json"),
+	validated[events.ReencryptionCompleted]("reencryption_completed.schema.json", "reencryption_completed.json"),
+	validated[events.RotationStarted]("rotation_started.schema.json", "rotation_started.json"),
+	validated[events.RotationCompleted]("rotation_completed.schema.json", "rotation_completed.json"),
+	validated[events.DeprovisionScheduled]("deprovision_scheduled.schema.json", "deprovision_scheduled.json"),
+	validated[events.DeprovisionCancelled]("deprovision_cancelled.schema.json", "deprovision_cancelled.json"),
+	validated[events.DeprovisionCompleted]("deprovision_completed.schema.json", "deprovision_completed.json"),
 	{
 		schema:   "dead_letter.schema.json",
 		examples: []string{"dead_letter.json"},
