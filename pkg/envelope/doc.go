@@ -9,11 +9,19 @@
 //     in memory only in the bounded seed cache; wrapped under the KEK it is
 //     stored in every header. One seed encrypts many assets of one tenant.
 //   - per-asset key: derived from the seed with HKDF-SHA-512, a fresh random
-//     salt and a context binding the tenant, asset id, service, key URI and
-//     the SHA-256 of the header (Context). Every asset has its own key; a
-//     ciphertext moved to another asset, tenant or service does not open.
+//     salt and a context binding the tenant, asset id and service (and, in
+//     format version 1 only, the key URI and the SHA-256 of the header; see
+//     Context). Every asset has its own key; a ciphertext moved to another
+//     asset, tenant or service does not open.
 //   - key commitment: the payload commits to its key, so the wrong seed or
 //     identity is refused (ErrCommitment) before any chunk is decrypted.
+//   - rewrap: replacing the wrapped seed in a header (the same seed wrapped
+//     under a new key) without touching the content, for key rotation
+//     (Prefix.Rewrap). Version 2, written by default, allows it: the
+//     commitment already binds the seed, so a header naming another key or
+//     carrying a wrap of another seed still fails with ErrCommitment.
+//     Version 1 binds the header itself; it stays readable, and its assets
+//     are rotated by re-encrypting the content (ErrRewrapUnsupported).
 //
 // Memory is O(chunk): Writer and Reader stream; ReaderAt decrypts only the
 // 16 KiB chunks a byte range overlaps (a viewer seeking in a recording).
@@ -23,11 +31,12 @@
 // seed and hands it to a reader (sealed with HPKE), who decrypts with
 // NewRawReaderAt and never holds the seed.
 //
-// The byte layout is documented in docs/envelope.md, and a known-answer
-// ciphertext in testdata/ must decrypt forever.
+// The byte layout is documented in docs/envelope.md, and the known-answer
+// ciphertexts in testdata/ (one per version) must decrypt forever.
 //
 // Errors: header problems match ErrMalformedHeader, ErrUnsupportedVersion or
 // ErrTruncated and are *HeaderError naming the field; payload problems match
-// ErrCommitment, ErrAuthentication or ErrTruncated; errors of the Unwrapper
+// ErrCommitment, ErrAuthentication or ErrTruncated; Prefix.Rewrap of a
+// version-1 prefix matches ErrRewrapUnsupported; errors of the Unwrapper
 // (KMS errors) are wrapped unchanged.
 package envelope

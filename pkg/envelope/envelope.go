@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -16,8 +17,10 @@ import (
 // errors.Is.
 var (
 	// ErrCommitment: the seed does not open this ciphertext for this
-	// identity — the wrong key, or a ciphertext moved to another asset,
-	// tenant or service, or a modified header. Nothing was decrypted.
+	// identity — the wrong seed (including one unwrapped from a header that
+	// names another key or carries a wrap of another seed), a ciphertext
+	// moved to another asset, tenant or service, a version byte changed, or
+	// (version 1) any modified header. Nothing was decrypted.
 	ErrCommitment = cobblestone.ErrCommitment
 	// ErrAuthentication: a chunk was modified, reordered or swapped.
 	ErrAuthentication = cobblestone.ErrAuthentication
@@ -33,9 +36,13 @@ const SeedSize = cobblestone.KeySize
 // PayloadPrefixLen is the salt and commitment at the start of the payload.
 const PayloadPrefixLen = cobblestone.HeaderSize
 
-// contextLabel domain-separates Keyward's context inside the Cobblestone
-// key derivation.
-const contextLabel = "keyward.dev/envelope/v1"
+// contextLabelV1 and contextLabelV2 domain-separate Keyward's contexts
+// inside the Cobblestone key derivation. Because they differ, a ciphertext
+// relabelled with the other version fails the commitment.
+const (
+	contextLabelV1 = "keyward.dev/envelope/v1"
+	contextLabelV2 = "keyward.dev/envelope/v2"
+)
 
 // Identity is what a ciphertext is bound to besides its key: the tenant, the
 // asset and the service. A ciphertext copied to another asset id, tenant or
@@ -56,19 +63,39 @@ func (id Identity) validate() error {
 	return nil
 }
 
-// Context is the Cobblestone context of a ciphertext: an unambiguous,
-// length-prefixed encoding of the identity, the key URI and the SHA-256 of
-// the raw header (docs/envelope.md).
+// Context is the Cobblestone context of a ciphertext whose encoded header
+// is rawHeader, an unambiguous length-prefixed encoding (docs/envelope.md):
+//
+//   - version 1: the identity, keyURI and the SHA-256 of rawHeader, so any
+//     header change fails the commitment;
+//   - version 2: the identity only (keyURI and the rest of rawHeader are not
+//     bound), so the header can be rewrapped; a header naming another key
+//     or carrying a wrap of another seed still fails the commitment,
+//     because the seed it yields is not the one the payload commits to.
+//
+// The version is rawHeader's version byte.
 func Context(id Identity, keyURI string, rawHeader []byte) []byte {
+	if len(rawHeader) > 4 && rawHeader[4] == Version2 {
+		return appendIdentity(contextLabelV2, id, 0)
+	}
 	sum := sha256.Sum256(rawHeader)
-	b := make([]byte, 0, len(contextLabel)+1+8+len(id.TenantID)+len(id.AssetID)+len(id.Service)+len(keyURI)+len(sum))
-	b = append(b, contextLabel...)
+	b := appendIdentity(contextLabelV1, id, 2+len(keyURI)+len(sum))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(keyURI)))
+	b = append(b, keyURI...)
+	return append(b, sum[:]...)
+}
+
+// appendIdentity encodes label, 0x00 and the length-prefixed identity, with
+// room for extra more bytes.
+func appendIdentity(label string, id Identity, extra int) []byte {
+	b := make([]byte, 0, len(label)+1+6+len(id.TenantID)+len(id.AssetID)+len(id.Service)+extra)
+	b = append(b, label...)
 	b = append(b, 0)
-	for _, f := range []string{id.TenantID, id.AssetID, id.Service, keyURI} {
+	for _, f := range []string{id.TenantID, id.AssetID, id.Service} {
 		b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
 		b = append(b, f...)
 	}
-	return append(b, sum[:]...)
+	return b
 }
 
 // Writer encrypts one asset: it writes the header, then the Cobblestone
@@ -216,8 +243,59 @@ type Prefix struct {
 	Payload   []byte // salt || commitment, PayloadPrefixLen bytes
 }
 
-// Len is the number of ciphertext bytes the prefix covers.
+// Len is the number of ciphertext bytes the prefix covers: the body (the
+// chunks) starts at this offset.
 func (p *Prefix) Len() int { return len(p.RawHeader) + len(p.Payload) }
+
+// Bytes is the prefix as it is stored, RawHeader ‖ Payload, in a fresh
+// slice.
+func (p *Prefix) Bytes() []byte {
+	b := make([]byte, 0, p.Len())
+	return append(append(b, p.RawHeader...), p.Payload...)
+}
+
+// Rewrap returns a new prefix whose header names keyURI and keyVersion and
+// carries wrappedSeed (the same seed wrapped under another key), with the
+// same salt and commitment. p is not modified.
+//
+// Only a version-2 prefix can be rewrapped; for a version-1 prefix the error
+// matches ErrRewrapUnsupported (its header is bound into its key: rotate it
+// by re-encrypting the content). Invalid fields are *HeaderError matching
+// ErrMalformedHeader.
+//
+// The body is byte-identical after a rewrap, so the rewrapped object is
+//
+//	newPrefix.Bytes() ‖ oldObject[oldPrefix.Len():]
+//
+// It opens only if wrappedSeed unwraps to the seed the payload was
+// encrypted under; anything else fails with ErrCommitment.
+func (p *Prefix) Rewrap(keyURI, keyVersion string, wrappedSeed []byte) (*Prefix, error) {
+	if v := p.version(); v != Version2 {
+		return nil, fmt.Errorf("%w (prefix is version %d)", ErrRewrapUnsupported, v)
+	}
+	if len(p.Payload) != PayloadPrefixLen {
+		return nil, fmt.Errorf("%w: payload prefix is %d bytes, want %d", ErrTruncated, len(p.Payload), PayloadPrefixLen)
+	}
+	h := &Header{Version: Version2, KeyURI: keyURI, KeyVersion: keyVersion, WrappedSeed: bytes.Clone(wrappedSeed)}
+	raw, err := h.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	payload := bytes.Clone(p.Payload)
+	return &Prefix{Header: h, RawHeader: raw, Payload: payload}, nil
+}
+
+// version is the version of the encoded header (what the payload is bound
+// to), falling back to Header.Version.
+func (p *Prefix) version() uint8 {
+	if len(p.RawHeader) > 4 {
+		return p.RawHeader[4]
+	}
+	if p.Header != nil {
+		return p.Header.version()
+	}
+	return 0
+}
 
 // ParsePrefix parses the header and payload prefix at the start of b.
 func ParsePrefix(b []byte) (*Prefix, error) {

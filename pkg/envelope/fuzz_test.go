@@ -11,10 +11,14 @@ import (
 )
 
 func FuzzParseHeader(f *testing.F) {
-	good, _ := testHdr.MarshalBinary()
-	f.Add(good)
-	f.Add(good[:9])
+	for _, v := range versions {
+		good, _ := hdrAs(v).MarshalBinary()
+		f.Add(good)
+		f.Add(good[:9])
+	}
 	f.Add([]byte("KWRD\x01\x01\x00\x0f\x00\x01u\x01v\x00\x01s"))
+	f.Add([]byte("KWRD\x02\x01\x00\x0f\x00\x01u\x01v\x00\x01s"))
+	f.Add([]byte("KWRD\x03\x01\x00\x0f\x00\x01u\x01v\x00\x01s"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, n, err := envelope.ParseHeader(b)
 		if err != nil {
@@ -41,8 +45,10 @@ func FuzzParseHeader(f *testing.F) {
 // ciphertexts: it must never panic, and never return plaintext for bytes
 // that are not exactly a ciphertext this seed and identity produced.
 func FuzzReader(f *testing.F) {
-	for _, n := range []int{0, 5, 20000} {
-		f.Add(encrypt(f, plaintext(n), testID))
+	for _, v := range versions {
+		for _, n := range []int{0, 5, 20000} {
+			f.Add(encryptAs(f, v, plaintext(n), testID))
+		}
 	}
 	f.Add([]byte("KWRD"))
 	f.Fuzz(func(t *testing.T, ct []byte) {

@@ -8,13 +8,25 @@ import (
 	"unicode/utf8"
 )
 
-// Format constants of envelope version 1 (docs/envelope.md, byte by byte).
+// Format constants of envelope versions 1 and 2 (docs/envelope.md, byte by
+// byte). Both versions have the same byte layout; they differ only in the
+// Cobblestone context (Context).
 const (
 	// Magic starts every Keyward ciphertext: "KWRD".
 	Magic = "KWRD"
-	// Version is the envelope format version this package writes.
-	Version = 1
-	// SuiteCobblestone256 is the only payload suite of version 1:
+	// Version1 binds the key URI and the SHA-256 of the whole header into
+	// the payload's key: any header change, a rewrap included, fails the
+	// commitment. Still read, and written only on request
+	// (Header.Version = Version1).
+	Version1 = 1
+	// Version2 binds only the identity (tenant, asset, service); the key
+	// URI, key version and wrapped seed are routing data the key commitment
+	// checks (the wrong seed fails it), so a header can be rewrapped under
+	// a new key without re-encrypting the content (Prefix.Rewrap).
+	Version2 = 2
+	// CurrentVersion is the version written when Header.Version is zero.
+	CurrentVersion = Version2
+	// SuiteCobblestone256 is the only payload suite of versions 1 and 2:
 	// c2sp.org/chunked-encryption with HKDF-SHA-512 and AES-256-GCM.
 	SuiteCobblestone256 = 1
 
@@ -36,12 +48,16 @@ const (
 // Sentinel errors of header parsing. Payload errors are those of
 // cobblestone, re-exported in envelope.go.
 var (
-	// ErrMalformedHeader: the bytes are not a valid version-1 header. The
-	// error is a *HeaderError naming the field.
+	// ErrMalformedHeader: the bytes are not a valid header. The error is a
+	// *HeaderError naming the field.
 	ErrMalformedHeader = errors.New("envelope: malformed header")
 	// ErrUnsupportedVersion: a header of a version or suite this build does
 	// not read (written by a newer Keyward).
 	ErrUnsupportedVersion = errors.New("envelope: unsupported version")
+	// ErrRewrapUnsupported: Prefix.Rewrap was asked to rewrap a version-1
+	// ciphertext, whose header is bound into its key: such an asset is
+	// rotated by re-encrypting its content.
+	ErrRewrapUnsupported = errors.New("envelope: rewrap unsupported: version 1 assets need content re-encryption")
 )
 
 // HeaderError names the header field that is wrong.
@@ -64,6 +80,9 @@ func malformed(field, problem string) error {
 // Header is Keyward's header in front of every ciphertext: which key wrapped
 // the seed, and the wrapped seed. It holds no secret.
 type Header struct {
+	// Version is the format version (Version1 or Version2). ParseHeader
+	// and ReadHeader fill it in; zero means CurrentVersion when writing.
+	Version uint8
 	// KeyURI names the KMS key that wrapped the seed (canonical form).
 	KeyURI string
 	// KeyVersion is the provider key version that wrapped it.
@@ -77,9 +96,22 @@ func (h *Header) Len() int {
 	return fixedLen + 2 + len(h.KeyURI) + 1 + len(h.KeyVersion) + 2 + len(h.WrappedSeed)
 }
 
-// Validate checks the field bounds.
+// version is the version h is written as.
+func (h *Header) version() uint8 {
+	if h.Version == 0 {
+		return CurrentVersion
+	}
+	return h.Version
+}
+
+func supportedVersion(v uint8) bool { return v == Version1 || v == Version2 }
+
+// Validate checks the version and the field bounds.
 func (h *Header) Validate() error {
 	var errs []error
+	if v := h.version(); !supportedVersion(v) {
+		errs = append(errs, &HeaderError{Field: "version", Problem: fmt.Sprintf("%d is not supported (this build writes versions %d and %d)", v, Version1, Version2), err: ErrUnsupportedVersion})
+	}
 	check := func(field string, n, max int) {
 		if n == 0 || n > max {
 			errs = append(errs, malformed(field, fmt.Sprintf("is %d bytes, want 1..%d", n, max)))
@@ -94,14 +126,14 @@ func (h *Header) Validate() error {
 	return errors.Join(errs...)
 }
 
-// MarshalBinary encodes the header.
+// MarshalBinary encodes the header, as CurrentVersion if h.Version is zero.
 func (h *Header) MarshalBinary() ([]byte, error) {
 	if err := h.Validate(); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 0, h.Len())
 	b = append(b, Magic...)
-	b = append(b, Version, SuiteCobblestone256)
+	b = append(b, h.version(), SuiteCobblestone256)
 	b = binary.BigEndian.AppendUint16(b, uint16(h.Len()))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(h.KeyURI)))
 	b = append(b, h.KeyURI...)
@@ -122,8 +154,8 @@ func HeaderLen(prefix []byte) (int, error) {
 	if string(prefix[:4]) != Magic {
 		return 0, malformed("magic", "is not \"KWRD\": not a Keyward ciphertext")
 	}
-	if prefix[4] != Version {
-		return 0, &HeaderError{Field: "version", Problem: fmt.Sprintf("%d is not supported (this build reads version %d)", prefix[4], Version), err: ErrUnsupportedVersion}
+	if !supportedVersion(prefix[4]) {
+		return 0, &HeaderError{Field: "version", Problem: fmt.Sprintf("%d is not supported (this build reads versions %d and %d)", prefix[4], Version1, Version2), err: ErrUnsupportedVersion}
 	}
 	if prefix[5] != SuiteCobblestone256 {
 		return 0, &HeaderError{Field: "suite", Problem: fmt.Sprintf("%d is not supported (this build reads suite %d)", prefix[5], SuiteCobblestone256), err: ErrUnsupportedVersion}
@@ -186,12 +218,12 @@ func ParseHeader(b []byte) (*Header, int, error) {
 	if !utf8.Valid(uri) {
 		return nil, 0, malformed("key URI", "is not UTF-8")
 	}
-	h := &Header{KeyURI: string(uri), KeyVersion: string(ver), WrappedSeed: append([]byte(nil), seed...)}
+	h := &Header{Version: b[4], KeyURI: string(uri), KeyVersion: string(ver), WrappedSeed: append([]byte(nil), seed...)}
 	return h, n, nil
 }
 
 // ReadHeader reads exactly one header from r and returns it with its raw
-// bytes (whose digest is bound into the payload's key derivation).
+// bytes (whose digest a version-1 payload binds into its key derivation).
 func ReadHeader(r io.Reader) (*Header, []byte, error) {
 	raw := make([]byte, fixedLen, MaxHeaderLen)
 	if _, err := io.ReadFull(r, raw); err != nil {
