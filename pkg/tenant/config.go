@@ -62,11 +62,55 @@ type Config struct {
 	// loses no recording. 0 (the default) decides at once.
 	HoldWindow Duration      `json:"hold_window,omitempty"`
 	Phone      PhoneSettings `json:"phone"`
+	// Deprovision, when set, schedules the tenant's deprovisioning: from
+	// Deprovision.At on, new assets go under the platform key (coverage
+	// "deprovisioned") and the re-encryptor moves every stored asset there.
+	// Set and cleared by the enrollment service (`keyward tenant
+	// deprovision schedule|cancel`).
+	Deprovision *Deprovision `json:"deprovision,omitempty"`
+	// DeprovisionedAt is set by the re-encryptor when the deprovisioning
+	// completed: every asset is under the platform key and the
+	// configuration has no keys any more.
+	DeprovisionedAt *time.Time `json:"deprovisioned_at,omitempty"`
 	// UpdatedAt is set by the Store on every write.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// Revision is the KV revision the document was read at (0: not read
 	// from the store). It is not part of the document.
 	Revision uint64 `json:"-"`
+}
+
+// Deprovision is a scheduled deprovisioning of the tenant.
+type Deprovision struct {
+	// At is when it starts: assets created at or after At go under the
+	// platform key, and the re-encryptor moves the stored ones there.
+	At time.Time `json:"at"`
+	// ScheduledAt is when the admin scheduled (or last rescheduled) it.
+	ScheduledAt time.Time `json:"scheduled_at"`
+}
+
+// Deprovisioning reports whether the tenant's deprovisioning has started
+// and is not completed: one is scheduled, now is at or after its At, and
+// DeprovisionedAt is not set. Workers (the re-encryptor) use it to know
+// that the tenant's assets are to be moved to the platform key.
+func (c *Config) Deprovisioning(now time.Time) bool {
+	return c != nil && c.Deprovision != nil && c.DeprovisionedAt == nil && !now.Before(c.Deprovision.At)
+}
+
+// Deprovisioned reports whether the tenant's deprovisioning completed.
+func (c *Config) Deprovisioned() bool { return c != nil && c.DeprovisionedAt != nil }
+
+// KeysWithRole returns the tenant's keys of role r, in document order.
+func (c *Config) KeysWithRole(r KeyRole) []Key {
+	if c == nil {
+		return nil
+	}
+	var out []Key
+	for _, k := range c.Keys {
+		if k.Role == r {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // FallbackOn names the losses of the customer key the fallback key covers.
@@ -141,7 +185,8 @@ const (
 	// multi-region replica), used while the primary's endpoint is down.
 	RoleReplica KeyRole = "replica"
 	// RoleRetiring still decrypts while its assets are rewrapped to the
-	// primary.
+	// primary (a rotation). It never encrypts new assets; a tenant may
+	// have several retiring keys while rotations follow each other.
 	RoleRetiring KeyRole = "retiring"
 )
 
@@ -218,5 +263,13 @@ func (c *Config) Clone() *Config {
 	n.Services = slices.Clone(c.Services)
 	n.LicensedUsers = slices.Clone(c.LicensedUsers)
 	n.Recipients = slices.Clone(c.Recipients)
+	if c.Deprovision != nil {
+		d := *c.Deprovision
+		n.Deprovision = &d
+	}
+	if c.DeprovisionedAt != nil {
+		t := *c.DeprovisionedAt
+		n.DeprovisionedAt = &t
+	}
 	return &n
 }

@@ -25,6 +25,9 @@ type Coverage string
 const (
 	// CoverageNotEnrolled: no configuration, or no primary key.
 	CoverageNotEnrolled Coverage = "not_enrolled"
+	// CoverageDeprovisioned: the tenant's deprovisioning is scheduled and
+	// the asset was created at or after its date (Deprovision.At).
+	CoverageDeprovisioned Coverage = "deprovisioned"
 	// CoverageBeforeEnrollment: created before the tenant's CoveredSince.
 	CoverageBeforeEnrollment Coverage = "before_enrollment"
 	// CoverageServiceNotSelected: the asset's service is not in Services.
@@ -69,11 +72,15 @@ type Decision struct {
 // and, if not, why. cfg nil means the tenant never enrolled. The checks run
 // in this order and the first that fails names the result: enrolled (a
 // primary key), created at or after CoveredSince, service selected, owner
-// licensed, origin not local_upload.
+// licensed, origin not local_upload. Right after enrolled comes the
+// deprovisioning: a tenant whose deprovisioning is scheduled covers no asset
+// created at or after Deprovision.At.
 func (c *Config) Coverage(a Asset) Coverage {
 	switch {
 	case !c.Enrolled():
 		return CoverageNotEnrolled
+	case c.Deprovision != nil && !a.CreatedAt.Before(c.Deprovision.At):
+		return CoverageDeprovisioned
 	case a.CreatedAt.Before(c.CoveredSince()):
 		return CoverageBeforeEnrollment
 	case !c.CoversService(a.Service):
@@ -130,6 +137,9 @@ func Decide(cfg *Config, a Asset, status events.KeyStatus) Decision {
 //	primary unavailable, a replica usable  → customer, that replica (Decision.Replica)
 //	primary unavailable, no usable replica → fallback if allowed, else reject
 //	                                         customer_key_unavailable (both with Decision.Hold)
+//
+// Retiring keys (a rotation's old primaries) are never used for new assets:
+// they only decrypt until the re-encryptor has moved their assets.
 func DecideKeys(cfg *Config, a Asset, statusOf func(keyURI string) events.KeyStatus) Decision {
 	cov := cfg.Coverage(a)
 	if !cov.Covered() {

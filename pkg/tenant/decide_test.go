@@ -40,7 +40,23 @@ func TestDecide(t *testing.T) {
 		{"not covered ignores revoked", validConfig(), with(func(a *Asset) { a.Origin = events.OriginLocalUpload }), events.KeyStatusRevoked, platform(CoverageLocalUpload)},
 		{"not covered ignores unavailable", noFallback, with(func(a *Asset) { a.Service = "team_chat" }), events.KeyStatusUnavailable, platform(CoverageServiceNotSelected)},
 
+		// A scheduled deprovisioning covers nothing created from its date on.
+		{"deprovisioning: created at its date", cfg(func(c *Config) { c.Deprovision = &Deprovision{At: since.Add(time.Minute), ScheduledAt: since} }),
+			covered, events.KeyStatusAvailable, platform(CoverageDeprovisioned)},
+		{"deprovisioning: created after, key revoked", cfg(func(c *Config) { c.Deprovision = &Deprovision{At: since, ScheduledAt: since} }),
+			covered, events.KeyStatusRevoked, platform(CoverageDeprovisioned)},
+		{"deprovisioning: created before its date", cfg(func(c *Config) { c.Deprovision = &Deprovision{At: since.Add(time.Hour), ScheduledAt: since} }),
+			covered, events.KeyStatusAvailable, customer},
+		{"deprovisioned: no keys left", cfg(func(c *Config) {
+			at := since.Add(time.Hour)
+			c.Keys, c.Deprovision, c.DeprovisionedAt = nil, &Deprovision{At: since, ScheduledAt: since}, &at
+		}), covered, events.KeyStatusAvailable, platform(CoverageNotEnrolled)},
+
 		// Check order: the first failing check names the coverage.
+		{"order: deprovisioned before enrollment", cfg(func(c *Config) { c.Deprovision = &Deprovision{At: since.Add(-2 * time.Hour), ScheduledAt: since} }),
+			with(func(a *Asset) { a.CreatedAt = since.Add(-time.Hour); a.Service = "whiteboard" }), "", platform(CoverageDeprovisioned)},
+		{"order: not enrolled before deprovisioned", cfg(func(c *Config) { c.Keys = nil; c.Deprovision = &Deprovision{At: since, ScheduledAt: since} }),
+			covered, "", platform(CoverageNotEnrolled)},
 		{"order: enrollment before service", validConfig(), with(func(a *Asset) { a.CreatedAt = since.Add(-time.Hour); a.Service = "whiteboard" }), "", platform(CoverageBeforeEnrollment)},
 		{"order: service before user", validConfig(), with(func(a *Asset) { a.Service = "whiteboard"; a.OwnerUserID = "u-carol" }), "", platform(CoverageServiceNotSelected)},
 		{"order: user before origin", validConfig(), with(func(a *Asset) { a.OwnerUserID = "u-carol"; a.Origin = events.OriginLocalUpload }), "", platform(CoverageUserNotLicensed)},
@@ -56,6 +72,10 @@ func TestDecide(t *testing.T) {
 		{"wildcards", cfg(func(c *Config) { c.Services = []string{"*"}; c.LicensedUsers = []string{"*"} }),
 			with(func(a *Asset) { a.Service = "whiteboard"; a.OwnerUserID = "anyone" }), events.KeyStatusAvailable, customer},
 		{"primary not first", cfg(func(c *Config) { c.Keys[0].Role, c.Keys[1].Role = RoleRetiring, RolePrimary }), covered, "",
+			Decision{Mode: events.ModeCustomer, Coverage: CoverageCovered, KeyURI: awsReplica}},
+		{"retiring key enrolled earlier keeps coverage", cfg(func(c *Config) {
+			c.Keys[0].Role, c.Keys[1].Role = RoleRetiring, RolePrimary
+		}), with(func(a *Asset) { a.CreatedAt = since.Add(time.Minute) }), events.KeyStatusAvailable,
 			Decision{Mode: events.ModeCustomer, Coverage: CoverageCovered, KeyURI: awsReplica}},
 
 		// 3./4. Covered and unreachable → fallback or reject.

@@ -68,6 +68,8 @@
 //
 //	check                                    coverage when it fails
 //	cfg != nil and it has a primary key      not_enrolled
+//	no deprovisioning scheduled, or          deprovisioned
+//	  asset.CreatedAt < Deprovision.At
 //	asset.CreatedAt >= CoveredSince()        before_enrollment
 //	service in Services (or "*")             service_not_selected
 //	owner in LicensedUsers (or "*")          user_not_licensed
@@ -75,7 +77,12 @@
 //	(all pass)                               covered
 //
 // CoveredSince is the earliest enrolled_at of the tenant's keys; an asset
-// created exactly then is covered. Then, with status the primary key's
+// created exactly then is covered. A scheduled deprovisioning (Deprovision,
+// set by the enrollment service) covers no asset created at or after its
+// date; Config.Deprovisioning(now) tells workers it has started, and the
+// re-encryptor sets DeprovisionedAt and removes every key when it completed
+// (a configuration with DeprovisionedAt has no keys). Retiring keys never
+// encrypt new assets. Then, with status the primary key's
 // status (an open endpoint breaker counts as unavailable):
 //
 //	coverage     key status                  fallback  decision

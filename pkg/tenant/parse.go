@@ -73,6 +73,9 @@ func checkValue(raw json.RawMessage, t reflect.Type, path string, errs *[]error)
 		}
 		return
 	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	switch {
 	case t.Kind() == reflect.Struct && t != timeType:
 		var obj map[string]json.RawMessage

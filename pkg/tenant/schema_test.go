@@ -128,6 +128,9 @@ func TestSchemaMatchesGoType(t *testing.T) {
 	}
 	walk = func(node map[string]any, typ reflect.Type, path string) {
 		node = resolve(node)
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
 		switch {
 		case typ.Kind() == reflect.Struct && typ != timeType:
 			if node["type"] != "object" {

@@ -72,6 +72,7 @@ func Validate(c *Config, opts ...ValidateOption) error {
 		v.add("display_name", "contains a control character", "remove line breaks, tabs and other control characters")
 	}
 	v.keys(c.Keys, o)
+	v.deprovision(c)
 	v.list("services", c.Services, func(field, s string) {
 		if err := events.ValidateService(s); err != nil {
 			var fe *events.FieldError
@@ -170,6 +171,29 @@ func (v *validator) keys(keys []Key, o validateOptions) {
 	}
 	if len(keys) > 0 && primary < 0 {
 		v.add("keys", "has no primary key", `mark exactly one key "role": "primary"`)
+	}
+}
+
+// deprovision checks the scheduled deprovisioning and its completion: both
+// times of a schedule are required, and a deprovisioned tenant has no keys.
+func (v *validator) deprovision(c *Config) {
+	if d := c.Deprovision; d != nil {
+		if d.At.IsZero() {
+			v.add("deprovision.at", "is required",
+				`give the time the deprovisioning starts (RFC 3339), e.g. "2026-12-31T00:00:00Z"; or remove "deprovision"`)
+		}
+		if d.ScheduledAt.IsZero() {
+			v.add("deprovision.scheduled_at", "is required", "set it to when the deprovisioning was scheduled (RFC 3339)")
+		}
+	}
+	if at := c.DeprovisionedAt; at != nil {
+		if at.IsZero() {
+			v.add("deprovisioned_at", "is the zero time", "set it to when the deprovisioning completed, or remove it")
+		}
+		if len(c.Keys) > 0 {
+			v.add("keys", fmt.Sprintf("has %d keys but the tenant was deprovisioned", len(c.Keys)),
+				`a deprovisioned tenant has no keys: remove "deprovisioned_at" (and "deprovision") to enroll keys again`)
+		}
 	}
 }
 
