@@ -15,6 +15,23 @@
 //
 // Authorisation is NATS's: only identities allowed to publish on
 // keyward.key.unwrap.<tenant> (account permissions, deploy/) can ask.
+//
+// # Objects replaced while reading
+//
+// A re-encryptor rotating or healing an asset replaces its vault object
+// (an Object Store Put of the same name: new chunks, then the new metadata,
+// then the old chunks are purged) and only then publishes the event that
+// updates the broker's ledger. A reader in that window may send a prefix
+// the ledger does not describe yet (or any longer) and be refused with
+// prefix_mismatch, or lose the chunks of the object it opened. Client.Open
+// and Asset's reads handle both: they re-open the object (compared by NUID
+// and digest), re-read the prefix and ask the broker again, up to 5 attempts
+// with backoff from 50 ms and at most 3 s in all (WithReopens), then fail
+// with the last error as before: a *Error with CodePrefixMismatch for a
+// prefix the broker keeps refusing, such as a tampered one. A read that
+// resumes on the new object returns the same plaintext, since
+// re-encryption and rewrap keep it; an object replaced by one of another
+// plaintext size fails the read.
 package keybroker
 
 import (
@@ -72,10 +89,18 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("key broker: %s: %s", e.Code, e.Message) }
 
-// Retryable reports whether asking again later may succeed.
+// Retryable reports whether asking again later with the same request may
+// succeed.
 func (e *Error) Retryable() bool {
 	return e.Code == CodeAssetNotFound || e.Code == CodeKeyUnavailable || e.Code == CodeInternal
 }
+
+// RetryAfterReopen reports whether asking again may succeed after the
+// reader re-reads the prefix: a prefix_mismatch is what a reader gets while
+// the object is being replaced (re-encrypted or rewrapped) and the broker's
+// ledger does not describe the object it read yet, or any longer. A
+// tampered prefix gets it too, every time.
+func (e *Error) RetryAfterReopen() bool { return e.Code == CodePrefixMismatch }
 
 // ErrBroker is matched by every *Error.
 var ErrBroker = errors.New("key broker refused")

@@ -52,4 +52,12 @@ func TestErrorClassification(t *testing.T) {
 	if (&keybroker.Error{Code: keybroker.CodePrefixMismatch}).Retryable() {
 		t.Error("prefix mismatch is retryable")
 	}
+	if !(&keybroker.Error{Code: keybroker.CodePrefixMismatch}).RetryAfterReopen() {
+		t.Error("prefix mismatch is not retried after re-reading the prefix")
+	}
+	for _, code := range []string{keybroker.CodeAssetNotFound, keybroker.CodeKeyRevoked, keybroker.CodeTenantMismatch, keybroker.CodeInvalidRequest} {
+		if (&keybroker.Error{Code: code}).RetryAfterReopen() {
+			t.Errorf("%s is retried after re-reading the prefix", code)
+		}
+	}
 }
