@@ -31,8 +31,9 @@ type Cache struct {
 	ready  chan struct{}
 	done   chan struct{} // closed when the watch loop has ended
 
-	mu      sync.RWMutex
-	configs map[string]*Config
+	mu       sync.RWMutex
+	configs  map[string]*Config
+	onChange []func(tenantID string)
 
 	stopOnce sync.Once
 	stopErr  error
@@ -110,7 +111,31 @@ func (c *Cache) apply(e jetstream.KeyValueEntry) {
 	}
 	c.mu.Lock()
 	c.configs[key] = cfg
+	fns := c.onChange
 	c.mu.Unlock()
+	for _, fn := range fns {
+		fn(key)
+	}
+}
+
+// OnChange registers fn to be called, on the watch goroutine, after each
+// valid configuration is stored in the cache (also for the initial values).
+// fn must not block.
+func (c *Cache) OnChange(fn func(tenantID string)) {
+	c.mu.Lock()
+	c.onChange = append(c.onChange, fn)
+	c.mu.Unlock()
+}
+
+// IDs returns the ids of every tenant with a configuration, in no order.
+func (c *Cache) IDs() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ids := make([]string, 0, len(c.configs))
+	for id := range c.configs {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // Ready is closed once the configurations present when the watch started
