@@ -9,20 +9,76 @@
 // The service runs inside a worker that holds the platform's KMS
 // credentials (the encryptor), on request-reply keyward.key.enroll.<tenant>;
 // `keyward tenant key add` is its client.
+//
+// The same service changes a tenant's keys over their lifecycle, selected by
+// Request.Op (absent or "add": enroll, as above):
+//
+//   - "rotate" (`keyward tenant key rotate`): the new key passes the same
+//     checks and round trip, then in one revision-checked update of
+//     KW_TENANTS it becomes the primary and the old primary (and its
+//     replicas) become retiring; RotationStarted is published on
+//     KW_LIFECYCLE. The re-encryptor then rewraps every asset to the new key
+//     and publishes RotationCompleted, after which the retired keys may be
+//     disabled.
+//   - "deprovision_schedule" (`keyward tenant deprovision schedule`): from
+//     the given time on (now when it is in the past) new assets go under the
+//     platform key and the re-encryptor moves every stored asset there;
+//     DeprovisionScheduled is published. Rescheduling before that time
+//     replaces it.
+//   - "deprovision_cancel" (`keyward tenant deprovision cancel`): clears a
+//     schedule whose time has not come; DeprovisionCancelled is published.
+//     A started deprovisioning cannot be cancelled: it completes with
+//     DeprovisionCompleted.
+//
+// Refusals are *Error values with a stable Code; conflicts with the
+// tenant's state are CodeConflict and their message says what to do.
 package enroll
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/keyward/keyward/pkg/platform"
 	"github.com/keyward/keyward/pkg/tenant"
 )
 
-// Request asks to enroll a key for a tenant.
+// Operations of the service (Request.Op).
+const (
+	// OpAdd enrolls a key as primary or replica ("" means OpAdd).
+	OpAdd = "add"
+	// OpRotate makes a new key the primary; the old one retires.
+	OpRotate = "rotate"
+	// OpDeprovisionSchedule schedules (or reschedules) the tenant's
+	// deprovisioning at Request.At.
+	OpDeprovisionSchedule = "deprovision_schedule"
+	// OpDeprovisionCancel cancels a scheduled deprovisioning that has not
+	// started.
+	OpDeprovisionCancel = "deprovision_cancel"
+)
+
+// Request asks the service for one operation on a tenant's keys. Op ""
+// (older clients) is OpAdd.
 type Request struct {
+	Op       string         `json:"op,omitempty"`
 	TenantID string         `json:"tenant_id"`
-	KeyURI   string         `json:"key_uri"`
-	Role     tenant.KeyRole `json:"role"`
+	KeyURI   string         `json:"key_uri,omitempty"`
+	Role     tenant.KeyRole `json:"role,omitempty"`
+	// At is when a scheduled deprovisioning starts (OpDeprovisionSchedule
+	// only); a time in the past means now.
+	At *time.Time `json:"at,omitempty"`
+}
+
+// RotateRequest asks to rotate a tenant's primary key to KeyURI.
+type RotateRequest struct {
+	TenantID string
+	KeyURI   string
+}
+
+// ScheduleDeprovisionRequest asks to deprovision a tenant at At (a time in
+// the past, or the zero time, means now).
+type ScheduleDeprovisionRequest struct {
+	TenantID string
+	At       time.Time
 }
 
 // Response is the outcome: the stored key, or an error.
@@ -33,7 +89,17 @@ type Response struct {
 	Identities []platform.Identity `json:"identities,omitempty"`
 	// Probe times the round trip, per operation, in milliseconds.
 	Probe map[string]float64 `json:"probe_ms,omitempty"`
-	Error *Error             `json:"error,omitempty"`
+	// Retiring are the keys a rotation made retiring (the old primary
+	// first, then its replicas).
+	Retiring []string `json:"retiring,omitempty"`
+	// Deprovision is the tenant's deprovisioning as scheduled
+	// (OpDeprovisionSchedule) or as it was before it was cancelled
+	// (OpDeprovisionCancel).
+	Deprovision *tenant.Deprovision `json:"deprovision,omitempty"`
+	// Warning says what did not work although the change is stored, e.g.
+	// the lifecycle event could not be published.
+	Warning string `json:"warning,omitempty"`
+	Error   *Error `json:"error,omitempty"`
 }
 
 // Error codes.
@@ -47,21 +113,33 @@ const (
 	CodeUnreachable         = "endpoint_unreachable" // the endpoint could not be reached (wrong endpoint or region, outage)
 	CodeThrottled           = "throttled"            // the KMS throttled the probe; try again
 	CodeRoundTrip           = "round_trip_failed"    // the KMS answered but the round trip did not give the key back
-	CodeConflict            = "conflict"             // the tenant's keys do not allow this role (a primary exists, no primary for a replica)
+	CodeConflict            = "conflict"             // the tenant's state does not allow it (a primary exists, no primary for a replica or a rotation, a deprovisioning scheduled or started)
 	CodeInternal            = "internal"
 )
 
-// Error is an enrollment refusal.
+// Error is a refusal of the service.
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Op is the KMS operation that failed, when one did.
 	Op string `json:"op,omitempty"`
+
+	// request is the Request.Op refused; it only words Error().
+	request string
 }
 
 func (e *Error) Error() string {
-	if e.Op != "" {
-		return fmt.Sprintf("enrollment refused (%s during %s): %s", e.Code, e.Op, e.Message)
+	what := "enrollment"
+	switch e.request {
+	case OpRotate:
+		what = "rotation"
+	case OpDeprovisionSchedule:
+		what = "deprovisioning"
+	case OpDeprovisionCancel:
+		what = "cancellation"
 	}
-	return fmt.Sprintf("enrollment refused (%s): %s", e.Code, e.Message)
+	if e.Op != "" {
+		return fmt.Sprintf("%s refused (%s during %s): %s", what, e.Code, e.Op, e.Message)
+	}
+	return fmt.Sprintf("%s refused (%s): %s", what, e.Code, e.Message)
 }

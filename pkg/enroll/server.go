@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/kms"
@@ -31,6 +32,8 @@ type Server struct {
 	now        func() time.Time
 	timeout    time.Duration
 	stored     func(ctx context.Context, tenantID string, revision uint64)
+	// pub publishes the lifecycle events (KW_LIFECYCLE).
+	pub *events.Publisher
 
 	mu  sync.Mutex
 	sub *nats.Subscription
@@ -62,6 +65,11 @@ func NewServer(nc *nats.Conn, tenants *tenant.Store, p kms.Provider, plat platfo
 	s := &Server{nc: nc, tenants: tenants, kms: p, platform: plat, log: slog.Default(), now: time.Now, timeout: 30 * time.Second}
 	for _, o := range opts {
 		o(s)
+	}
+	if js, err := jetstream.New(nc); err == nil {
+		s.pub = events.NewPublisher(js, "enroll")
+	} else {
+		s.log.Warn("enrollment service cannot publish lifecycle events", "error", err)
 	}
 	return s
 }
@@ -113,7 +121,27 @@ func (s *Server) handle(ctx context.Context, m *nats.Msg) *Response {
 	if req.TenantID != subjectTenant {
 		return fail(CodeInvalidRequest, "request for tenant %q sent on the subject of tenant %q", req.TenantID, subjectTenant)
 	}
-	return s.Enroll(ctx, req)
+	switch req.Op {
+	case "", OpAdd:
+		return s.Enroll(ctx, req)
+	case OpRotate:
+		return s.Rotate(ctx, RotateRequest{TenantID: req.TenantID, KeyURI: req.KeyURI})
+	case OpDeprovisionSchedule:
+		if req.At == nil {
+			return fail(CodeInvalidRequest, "at is required: give the time the deprovisioning starts (RFC 3339), or now")
+		}
+		return s.ScheduleDeprovision(ctx, ScheduleDeprovisionRequest{TenantID: req.TenantID, At: *req.At})
+	case OpDeprovisionCancel:
+		return s.CancelDeprovision(ctx, req.TenantID)
+	}
+	return fail(CodeInvalidRequest, "op %q is not an operation of the enrollment service: use add, rotate, deprovision_schedule or deprovision_cancel", clip(req.Op))
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 func fail(code, format string, args ...any) *Response {
@@ -133,21 +161,9 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 	if role != tenant.RolePrimary && role != tenant.RoleReplica {
 		return fail(CodeInvalidRequest, "role %q: enroll a key as primary or replica (retiring keys come from rotation)", role)
 	}
-	key, err := kms.ParseKeyURI(req.KeyURI)
-	if err != nil {
-		return fail(CodeInvalidKeyURI, "%v", err)
-	}
-	switch key.Scheme {
-	case kms.SchemeAWS, kms.SchemeOCI, kms.SchemeAzure:
-	case kms.SchemeLocal:
-		if !s.allowLocal {
-			return fail(CodeUnsupportedProvider, "localkms keys are for keyward dev and tests; enroll an AWS KMS, OCI Vault or Azure Key Vault key")
-		}
-	default:
-		return fail(CodeUnsupportedProvider, "no provider for %s", key.Scheme)
-	}
-	if err := s.platform.CheckRegion(key); err != nil {
-		return fail(CodeRegionNotServed, "%v", err)
+	key, ferr := s.checkKeyURI(req.KeyURI)
+	if ferr != nil {
+		return &Response{Error: ferr}
 	}
 	uri := key.String()
 
@@ -157,6 +173,9 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 		cur = nil
 	case err != nil:
 		return fail(CodeInternal, "reading tenant %s: %v", req.TenantID, err)
+	}
+	if e := checkNotDeprovisioning(cur, s.now()); e != nil {
+		return &Response{Error: e}
 	}
 	if e := checkRole(cur, key, role); e != nil {
 		return &Response{Error: e}
@@ -177,8 +196,16 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 		})
 	} else {
 		stored, err = s.tenants.Modify(ctx, req.TenantID, func(c *tenant.Config) error {
+			if e := checkNotDeprovisioning(c, s.now()); e != nil {
+				return e
+			}
 			if e := checkRole(c, key, role); e != nil {
 				return e
+			}
+			if c.DeprovisionedAt != nil {
+				// Enrolling again after a completed deprovisioning starts
+				// coverage afresh.
+				c.DeprovisionedAt, c.Deprovision = nil, nil
 			}
 			c.Keys = append(c.Keys, enrolled)
 			return nil
@@ -199,6 +226,28 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 		Key: &enrolled, Revision: stored.Revision, KeyVersion: probe.KeyVersion,
 		Identities: s.platform.Identities(key), Probe: probe.Millis,
 	}
+}
+
+// checkKeyURI parses a key URI and checks this deployment can use it: a
+// provider for its scheme, and a region the platform serves.
+func (s *Server) checkKeyURI(raw string) (kms.KeyURI, *Error) {
+	key, err := kms.ParseKeyURI(raw)
+	if err != nil {
+		return kms.KeyURI{}, &Error{Code: CodeInvalidKeyURI, Message: err.Error()}
+	}
+	switch key.Scheme {
+	case kms.SchemeAWS, kms.SchemeOCI, kms.SchemeAzure:
+	case kms.SchemeLocal:
+		if !s.allowLocal {
+			return kms.KeyURI{}, &Error{Code: CodeUnsupportedProvider, Message: "localkms keys are for keyward dev and tests; enroll an AWS KMS, OCI Vault or Azure Key Vault key"}
+		}
+	default:
+		return kms.KeyURI{}, &Error{Code: CodeUnsupportedProvider, Message: fmt.Sprintf("no provider for %s", key.Scheme)}
+	}
+	if err := s.platform.CheckRegion(key); err != nil {
+		return kms.KeyURI{}, &Error{Code: CodeRegionNotServed, Message: err.Error()}
+	}
+	return key, nil
 }
 
 // checkRole enforces the shape of a tenant's keys: one primary; replicas
@@ -246,8 +295,37 @@ func NewClient(nc *nats.Conn, timeout time.Duration) *Client {
 	return &Client{nc: nc, timeout: timeout}
 }
 
-// Add asks the enrollment service to enroll a key. A refusal is an *Error.
+// Add asks the enrollment service to enroll a key (req.Op "" or OpAdd; a
+// request with another Op is sent as it is). A refusal is an *Error.
 func (c *Client) Add(ctx context.Context, req Request) (*Response, error) {
+	return c.Do(ctx, req)
+}
+
+// Rotate asks the enrollment service to make req.KeyURI the tenant's
+// primary key; the old primary and its replicas become retiring. A refusal
+// is an *Error.
+func (c *Client) Rotate(ctx context.Context, req RotateRequest) (*Response, error) {
+	return c.Do(ctx, Request{Op: OpRotate, TenantID: req.TenantID, KeyURI: req.KeyURI})
+}
+
+// ScheduleDeprovision asks the enrollment service to deprovision the
+// tenant at req.At (the zero time or a time in the past: now). A refusal is
+// an *Error.
+func (c *Client) ScheduleDeprovision(ctx context.Context, req ScheduleDeprovisionRequest) (*Response, error) {
+	at := req.At.UTC()
+	return c.Do(ctx, Request{Op: OpDeprovisionSchedule, TenantID: req.TenantID, At: &at})
+}
+
+// CancelDeprovision asks the enrollment service to cancel the tenant's
+// scheduled deprovisioning. A refusal is an *Error.
+func (c *Client) CancelDeprovision(ctx context.Context, tenantID string) (*Response, error) {
+	return c.Do(ctx, Request{Op: OpDeprovisionCancel, TenantID: tenantID})
+}
+
+// Do sends one request to the enrollment service and waits for its reply.
+// A refusal is an *Error; a tenant id that is not valid is refused before
+// anything is sent (events.ErrInvalid).
+func (c *Client) Do(ctx context.Context, req Request) (*Response, error) {
 	if err := events.ValidateTenantID(req.TenantID); err != nil {
 		return nil, err
 	}
@@ -269,6 +347,7 @@ func (c *Client) Add(ctx context.Context, req Request) (*Response, error) {
 		return nil, fmt.Errorf("enrollment service sent an undecodable reply: %w", err)
 	}
 	if resp.Error != nil {
+		resp.Error.request = req.Op
 		return &resp, resp.Error
 	}
 	return &resp, nil
