@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +17,7 @@ import (
 
 func (a *App) tenantCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tenant", Short: "Configure tenants (KV bucket KW_TENANTS)"}
-	cmd.AddCommand(a.tenantApplyCmd(), a.tenantShowCmd(), a.tenantKeyCmd())
+	cmd.AddCommand(a.tenantApplyCmd(), a.tenantShowCmd(), a.tenantKeyCmd(), a.tenantDeprovisionCmd())
 	return cmd
 }
 
@@ -154,6 +155,9 @@ func (a *App) printTenant(c *tenant.Config) {
 	fmt.Fprintf(w, "  fallback      %v\n", c.Fallback)
 	fmt.Fprintf(w, "  drop calls    %v\n", c.Phone.DropCalls)
 	fmt.Fprintf(w, "  recipients    %s\n", orDash(strings.Join(c.Recipients, ", ")))
+	if line := describeDeprovision(c, time.Now()); line != "" {
+		fmt.Fprintf(w, "  deprovision   %s\n", line)
+	}
 }
 
 func orDash(s string) string {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,8 +17,8 @@ import (
 )
 
 func (a *App) tenantKeyCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "key", Short: "Enroll tenants' keys, list them, print the policy a customer must add"}
-	cmd.AddCommand(a.tenantKeyAddCmd(), a.tenantKeyListCmd(), a.tenantKeyPolicyCmd())
+	cmd := &cobra.Command{Use: "key", Short: "Enroll and rotate tenants' keys, list them, print the policy a customer must add"}
+	cmd.AddCommand(a.tenantKeyAddCmd(), a.tenantKeyRotateCmd(), a.tenantKeyListCmd(), a.tenantKeyPolicyCmd())
 	return cmd
 }
 
@@ -105,8 +106,13 @@ func (a *App) tenantKeyListCmd() *cobra.Command {
 	var tenantID string
 	cmd := &cobra.Command{
 		Use:   "list --tenant T",
-		Short: "List a tenant's keys with their role, enrollment time and current status",
-		Args:  cobra.NoArgs,
+		Short: "List a tenant's keys with their role, enrollment time and current status, and a scheduled deprovisioning",
+		Long: `list prints the tenant's keys: the primary (encrypts new assets), replicas
+(the primary's key material on other endpoints) and retiring keys (old
+primaries of a rotation: they only decrypt, until the rotation job has
+rewrapped their assets and RotationCompleted says they may be disabled).
+A scheduled, running or completed deprovisioning is shown under the table.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, _, js, done, err := a.session(cmd)
 			if err != nil {
@@ -148,16 +154,29 @@ func (a *App) tenantKeyListCmd() *cobra.Command {
 			if a.jsonOut {
 				return a.printJSON(rows)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tROLE\tENROLLED\tSTATUS")
-			for _, r := range rows {
-				st := string(r.Status)
-				if r.Reason != "" {
-					st += " (" + r.Reason + ")"
+			if len(rows) > 0 {
+				tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KEY\tROLE\tENROLLED\tSTATUS")
+				for _, r := range rows {
+					st := string(r.Status)
+					if r.Reason != "" {
+						st += " (" + r.Reason + ")"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.URI, r.Role, r.EnrolledAt, st)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.URI, r.Role, r.EnrolledAt, st)
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(a.Stdout, "tenant %s has no keys: every asset goes under the platform key\n", tenantID)
 			}
-			return tw.Flush()
+			if n := len(cfg.KeysWithRole(tenant.RoleRetiring)); n > 0 {
+				fmt.Fprintf(a.Stdout, "%d retiring: decrypt only, until the rotation job has rewrapped their assets; keep them enabled until RotationCompleted\n", n)
+			}
+			if line := describeDeprovision(cfg, time.Now()); line != "" {
+				fmt.Fprintln(a.Stdout, line)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&tenantID, "tenant", "", "tenant id (required)")
