@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/ledger/projector"
 	"github.com/keyward/keyward/pkg/natsembed/natstest"
 	"github.com/keyward/keyward/pkg/producer"
 	"github.com/keyward/keyward/pkg/tenant"
@@ -224,7 +226,7 @@ func (s *stack) setStatus(tenantID string, key kms.KeyURI, st events.KeyStatus) 
 
 // putMany stores n assets of tenantID through the encryptor, concurrently;
 // asset i holds data(i). It returns the outcomes by asset id.
-func (s *stack) putMany(tenantID, prefix string, n int, data func(i int) []byte) map[string]*events.AssetEncrypted {
+func (s *stack) putMany(tenantID, prefix string, n int, data func(i int) []byte, opts ...func(*producer.Asset)) map[string]*events.AssetEncrypted {
 	s.t.Helper()
 	out := make(map[string]*events.AssetEncrypted, n)
 	var mu sync.Mutex
@@ -240,7 +242,11 @@ func (s *stack) putMany(tenantID, prefix string, n int, data func(i int) []byte)
 			d := data(i)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			p, err := s.producer.Put(ctx, producer.Asset{TenantID: tenantID, AssetID: id, Service: "cloud_recording", OwnerUserID: "u-1"}, bytes.NewReader(d), int64(len(d)))
+			a := producer.Asset{TenantID: tenantID, AssetID: id, Service: "cloud_recording", OwnerUserID: "u-1"}
+			for _, o := range opts {
+				o(&a)
+			}
+			p, err := s.producer.Put(ctx, a, bytes.NewReader(d), int64(len(d)))
 			if err != nil {
 				errs <- err
 				return
@@ -431,3 +437,63 @@ func pattern(n int, seed int) []byte {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+func (s *stack) putManyOrigin(tenantID, prefix string, n int, data func(i int) []byte, origin events.Origin) map[string]*events.AssetEncrypted {
+	return s.putMany(tenantID, prefix, n, data, func(a *producer.Asset) { a.Origin = origin })
+}
+
+// scheduleDeprovision sets the tenant's deprovisioning date, as
+// `keyward tenant deprovision schedule` does.
+func (s *stack) scheduleDeprovision(tenantID string, at time.Time) {
+	s.t.Helper()
+	cfg, err := s.tenants.Get(context.Background(), tenantID)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cfg.Deprovision = &tenant.Deprovision{At: at.UTC(), ScheduledAt: time.Now().UTC()}
+	s.apply(cfg)
+}
+
+// records reads every encrypted record of a ledger file, as JSON without
+// the store's own write time.
+func (s *stack) records(path string) map[string]string {
+	s.t.Helper()
+	l, err := ledger.Open(path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer l.Close()
+	return readRecords(s.t, l)
+}
+
+func readRecords(t testing.TB, l *ledger.Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, tenantID := range []string{"reb"} {
+		for _, m := range ledger.Modes() {
+			if err := l.ByMode(context.Background(), tenantID, m, ledger.ScanOptions{}, func(r ledger.Record) error {
+				r.UpdatedAt = time.Time{}
+				b, err := json.Marshal(r)
+				out[r.TenantID+"/"+r.AssetID] = string(b)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return out
+}
+
+// rebuild projects KW_ASSETS into a new ledger file from scratch.
+func (s *stack) rebuild() map[string]string {
+	s.t.Helper()
+	l, err := ledger.Open(filepath.Join(s.t.TempDir(), "rebuilt.db"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer l.Close()
+	if err := projector.Rebuild(context.Background(), s.env.JS, l); err != nil {
+		s.t.Fatal(err)
+	}
+	return readRecords(s.t, l)
+}

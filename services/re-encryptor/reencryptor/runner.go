@@ -225,7 +225,11 @@ func (r *runner) nextBatch(ctx context.Context) ([]ledger.Record, error) {
 		return nil, nil
 	}
 	if !j.PassCounted {
-		// Start of a pass: count the candidates for Left and the ETA.
+		// Start of a pass: the ledger catches up with KW_ASSETS, then the
+		// candidates are counted for Left and the ETA.
+		if err := r.w.syncLedger(ctx); err != nil {
+			return nil, err
+		}
 		var n int64
 		for _, s := range j.Sources {
 			if err := r.w.scan(ctx, j.TenantID, s, ledger.ScanOptions{}, func(ledger.Record) error { n++; return nil }); err != nil {
@@ -465,6 +469,9 @@ func (r *runner) finalize(ctx context.Context, log *slog.Logger) (bool, error) {
 	w, j := r.w, r.job
 	if j.Finalized {
 		return false, nil
+	}
+	if err := w.syncLedger(ctx); err != nil {
+		return false, err
 	}
 	switch j.Purpose {
 	case events.PurposeRotation:

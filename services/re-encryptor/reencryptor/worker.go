@@ -384,3 +384,34 @@ func (w *Worker) start(ctx context.Context, job *Job) {
 		r.run(ctx)
 	}()
 }
+
+// syncLedger waits until the ledger has applied every KW_ASSETS event
+// published before the call, so a pass that starts now sees every asset
+// stored so far (at most 10 s; after that the pass goes on and the next
+// one catches up).
+func (w *Worker) syncLedger(ctx context.Context) error {
+	st, err := w.d.JS.Stream(ctx, events.StreamAssets)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", events.StreamAssets, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", events.StreamAssets, err)
+	}
+	last := info.State.LastSeq
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cur, err := w.d.Ledger.Cursor(ctx, projector.CursorName)
+		if err != nil {
+			return err
+		}
+		if cur >= last || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
