@@ -72,6 +72,12 @@ type Config struct {
 	// completed: every asset is under the platform key and the
 	// configuration has no keys any more.
 	DeprovisionedAt *time.Time `json:"deprovisioned_at,omitempty"`
+	// CoveredFrom keeps the enrollment time of keys that left the
+	// configuration: when a rotation completes, the re-encryptor removes
+	// the retired keys and records their earliest enrolled_at here, so
+	// CoveredSince does not move forward (an asset created before the
+	// rotation but processed after it is still covered).
+	CoveredFrom *time.Time `json:"covered_from,omitempty"`
 	// UpdatedAt is set by the Store on every write.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// Revision is the KV revision the document was read at (0: not read
@@ -225,17 +231,24 @@ func (c *Config) Enrolled() bool {
 }
 
 // CoveredSince is the earliest EnrolledAt of the tenant's keys, whatever
-// their role (a rotation does not move it). Assets created before it stay on
-// the platform key. It is the zero time when no key is enrolled.
+// their role, or CoveredFrom when that is earlier (a rotation does not move
+// it, even after the retired keys are removed). Assets created before it
+// stay on the platform key. It is the zero time when no key is enrolled.
 func (c *Config) CoveredSince() time.Time {
 	var since time.Time
 	if c == nil {
+		return since
+	}
+	if len(c.Keys) == 0 {
 		return since
 	}
 	for _, k := range c.Keys {
 		if since.IsZero() || k.EnrolledAt.Before(since) {
 			since = k.EnrolledAt
 		}
+	}
+	if c.CoveredFrom != nil && c.CoveredFrom.Before(since) {
+		since = *c.CoveredFrom
 	}
 	return since
 }
@@ -266,6 +279,10 @@ func (c *Config) Clone() *Config {
 	if c.Deprovision != nil {
 		d := *c.Deprovision
 		n.Deprovision = &d
+	}
+	if c.CoveredFrom != nil {
+		t := *c.CoveredFrom
+		n.CoveredFrom = &t
 	}
 	if c.DeprovisionedAt != nil {
 		t := *c.DeprovisionedAt

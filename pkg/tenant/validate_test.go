@@ -163,7 +163,7 @@ func TestParse(t *testing.T) {
 		{name: "phone unknown suggests", doc: strings.Replace(base, `"drop_calls"`, `"drop_call"`, 1),
 			wantField: []string{"phone.drop_call"}, wantFix: `did you mean "drop_calls"?`},
 		{name: "far unknown lists fields", doc: strings.Replace(base, `{"tenant_id"`, `{"colour":"blue","tenant_id"`, 1),
-			wantField: []string{"colour"}, wantFix: "known fields: tenant_id, display_name, keys, services, licensed_users, recipients, fallback_enabled, fallback_on, hold_window, phone, deprovision, deprovisioned_at, updated_at"},
+			wantField: []string{"colour"}, wantFix: "known fields: tenant_id, display_name, keys, services, licensed_users, recipients, fallback_enabled, fallback_on, hold_window, phone, deprovision, deprovisioned_at, covered_from, updated_at"},
 		{name: "revision is not a field", doc: strings.Replace(base, `{"tenant_id"`, `{"Revision":3,"tenant_id"`, 1),
 			wantField: []string{"Revision"}},
 		{name: "wrong type", doc: strings.Replace(base, `"fallback_enabled":true`, `"fallback_enabled":"yes"`, 1),

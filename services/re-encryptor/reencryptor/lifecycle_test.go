@@ -52,6 +52,11 @@ func TestRotationRewrapsEverything(t *testing.T) {
 		bodies[id] = s.body("rot", id)
 	}
 	newKey := s.localKey("rot-new.key")
+	cfg0, err := s.tenants.Get(context.Background(), "rot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coveredSince := cfg0.CoveredSince()
 	s.rotate("rot", newKey.String())
 
 	job := s.waitJob("rot", events.PurposeRotation, 60*time.Second, completedAndFinal)
@@ -83,6 +88,9 @@ func TestRotationRewrapsEverything(t *testing.T) {
 	}
 	if len(cfg.Keys) != 1 || cfg.Keys[0].URI != newKey.String() || cfg.Keys[0].Role != tenant.RolePrimary {
 		t.Fatalf("keys after rotation: %+v", cfg.Keys)
+	}
+	if !cfg.CoveredSince().Equal(coveredSince) {
+		t.Fatalf("coverage start moved from %v to %v with the retired key", coveredSince, cfg.CoveredSince())
 	}
 	rc := s.streamMsgs(events.StreamLifecycle, events.SubjectRotationCompleted("rot"))
 	if len(rc) != 1 {

@@ -75,6 +75,13 @@ func (r *runner) run(ctx context.Context) {
 	}
 	defer r.release(log)
 	r.rateMark = time.Now()
+	if j.Pass > 0 && !j.Terminal() {
+		// Resumed: moves recorded after the last checkpoint are in the
+		// ledger but not in Done; count them from the ledger.
+		if err := r.recount(ctx); err != nil {
+			log.Warn("recounting a resumed job's progress", "error", err)
+		}
+	}
 	for ctx.Err() == nil {
 		if j.State == events.JobCompleted {
 			again, err := r.finalize(ctx, log)
@@ -487,9 +494,14 @@ func (r *runner) finalize(ctx context.Context, log *slog.Logger) (bool, error) {
 			retired = append(retired, k)
 		}
 		if _, err := w.store.Modify(ctx, j.TenantID, func(c *tenant.Config) error {
+			// The coverage start must not move with the retired keys.
+			since := c.CoveredSince()
 			c.Keys = slices.DeleteFunc(c.Keys, func(k tenant.Key) bool {
 				return k.Role == tenant.RoleRetiring && slices.Contains(retired, k.URI)
 			})
+			if !since.IsZero() && !c.CoveredSince().Equal(since) {
+				c.CoveredFrom = &since
+			}
 			return nil
 		}); err != nil {
 			return false, fmt.Errorf("removing the retired keys from the tenant: %w", err)
@@ -573,4 +585,27 @@ func clip(s string) string {
 		return s[:max] + "…"
 	}
 	return s
+}
+
+// recount sets Done and Bytes from the ledger: the assets now under the
+// job's target key and mode whose last move happened since the job
+// started. A run killed between recording a batch and checkpointing it
+// would otherwise leave those moves out of the job's figures.
+func (r *runner) recount(ctx context.Context) error {
+	j := r.job
+	var done, bytes int64
+	err := r.w.d.Ledger.ByKey(ctx, j.TenantID, j.ToKeyURI, ledger.ScanOptions{}, func(rec ledger.Record) error {
+		if rec.Mode == j.ToMode && !rec.ReencryptedAt.Before(j.StartedAt) {
+			done++
+			bytes += rec.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if done > j.Done {
+		j.Done, j.Bytes = done, bytes
+	}
+	return nil
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package reencryptor_test
+
+const raceEnabled = false
