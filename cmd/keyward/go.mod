@@ -53,6 +53,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/jmespath/go-jmespath v0.4.0 // indirect
 	github.com/keyward/keyward/services/key-health-monitor v0.0.0
+	github.com/keyward/keyward/services/re-encryptor v0.0.0
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/konsorten/go-windows-terminal-sequences v1.0.2 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
@@ -106,3 +107,5 @@ replace (
 )
 
 replace github.com/keyward/keyward/services/key-health-monitor => ../../services/key-health-monitor
+
+replace github.com/keyward/keyward/services/re-encryptor => ../../services/re-encryptor

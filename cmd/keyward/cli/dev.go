@@ -36,6 +36,7 @@ import (
 	"github.com/keyward/keyward/pkg/tenant"
 	"github.com/keyward/keyward/services/encryptor/encryptor"
 	"github.com/keyward/keyward/services/key-health-monitor/monitor"
+	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
 )
 
 // DevOptions configure `keyward dev`.
@@ -63,7 +64,10 @@ type DevOptions struct {
 	// tests shorten the intervals and the hysteresis). Logger,
 	// MeterProvider and local keys are set by StartDev.
 	KeyHealth monitor.Options
-	HTTPAddr  string // health and metrics; "" disables
+	// Reencryptor tunes the re-encryptor (zero: production defaults;
+	// keys, logger and meter provider are set by StartDev).
+	Reencryptor reencryptor.Options
+	HTTPAddr    string // health and metrics; "" disables
 	Logger    *slog.Logger
 	Telemetry *telemetry.Telemetry
 	// MeterProvider overrides Telemetry's (tests read counters from it).
@@ -89,6 +93,10 @@ type Dev struct {
 	// breaker: the monitor is what sees an endpoint recover.
 	Monitor    *monitor.Worker
 	MonitorKMS *kms.Client
+	// Reencryptor heals fallback copies, rotates and deprovisions, with
+	// its own ledger and its own rate-limited KMS client (ReencryptorKMS).
+	Reencryptor    *reencryptor.Worker
+	ReencryptorKMS *kms.Client
 	// AWS, OCI and Azure are the emulated cloud KMSs, with one demo tenant
 	// each (DemoTenantAWS, DemoTenantOCI, DemoTenantAzure).
 	AWS   *awsemu.Emulator
@@ -98,10 +106,12 @@ type Dev struct {
 	closers []func()
 
 	ledger        *ledger.Store
+	reLedger      *ledger.Store
 	breakerEvents *encryptor.BreakerEvents
 	cancel        context.CancelFunc
 	done          chan error // the encryptor's Run
 	monitorDone   chan error // the monitor's Run
+	reDone        chan error // the re-encryptor's Run
 }
 
 // DemoTenant is the tenant `keyward dev` creates.
@@ -223,10 +233,38 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	}
 	d.monitorDone = make(chan error, 1)
 	go func() { d.monitorDone <- d.Monitor.Run(runCtx) }()
+
+	// The re-encryptor: its own ledger and KMS client, limited to its share
+	// of each endpoint, behind the same breakers as the encryptor.
+	reClientOpts := append(append(kmsOpts, reencryptor.RateLimitOptions(reencryptor.DefaultKMSRateShare)...), o.KMSOptions...)
+	if d.Breakers != nil {
+		reClientOpts = append(reClientOpts, kms.WithGuard(d.Breakers))
+	}
+	d.ReencryptorKMS = kms.NewClient(reClientOpts...)
+	if d.reLedger, err = ledger.Open(filepath.Join(dataDir, "re-encryptor", "ledger.db")); err != nil {
+		return nil, err
+	}
+	ro := o.Reencryptor
+	ro.PlatformKey, ro.FallbackKey, ro.AllowLocalCustomerKeys = d.PlatformKey, d.FallbackKey, true
+	if ro.Logger == nil {
+		ro.Logger = o.Logger
+	}
+	if ro.MeterProvider == nil {
+		ro.MeterProvider = mp
+	}
+	reSeeds := kms.NewSeedCache(d.ReencryptorKMS, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(mp))
+	if d.Reencryptor, err = reencryptor.New(runCtx, reencryptor.Deps{NC: d.NC, JS: d.JS, KMS: d.ReencryptorKMS, Seeds: reSeeds, Ledger: d.reLedger}, ro); err != nil {
+		return nil, err
+	}
+	d.reDone = make(chan error, 1)
+	go func() { d.reDone <- d.Reencryptor.Run(runCtx) }()
 	if err := waitReady(30*time.Second, d.Encryptor.Ready, d.done, "encryptor"); err != nil {
 		return nil, err
 	}
 	if err := waitReady(30*time.Second, d.Monitor.Ready, d.monitorDone, "key-health-monitor"); err != nil {
+		return nil, err
+	}
+	if err := waitReady(30*time.Second, d.Reencryptor.Ready, d.reDone, "re-encryptor"); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -261,6 +299,9 @@ func (d *Dev) Stop() {
 		if d.monitorDone != nil {
 			<-d.monitorDone
 		}
+		if d.reDone != nil {
+			<-d.reDone
+		}
 		d.cancel = nil
 	}
 	if d.breakerEvents != nil {
@@ -269,6 +310,9 @@ func (d *Dev) Stop() {
 	}
 	if d.ledger != nil {
 		d.ledger.Close()
+	}
+	if d.reLedger != nil {
+		d.reLedger.Close()
 	}
 	if d.NC != nil {
 		d.NC.Drain()
@@ -367,6 +411,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 			defer d.Stop()
 			tel.AddReadyCheck("encryptor", func(context.Context) error { return d.Encryptor.Ready() })
 			tel.AddReadyCheck("key-health-monitor", func(context.Context) error { return d.Monitor.Ready() })
+			tel.AddReadyCheck("re-encryptor", func(context.Context) error { return d.Reencryptor.Ready() })
 			httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopHTTP()
 			if o.HTTPAddr != "" {
@@ -399,6 +444,7 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "  NATS        %s  (JetStream data in %s)\n", d.URL(), d.Server.StoreDir())
 	fmt.Fprintf(w, "  workers     encryptor (consumer %q on %s), key broker (%s)\n", events.ConsumerEncryptor, events.StreamIngest, events.SubjectKeyUnwrapAll)
 	fmt.Fprintf(w, "              key-health-monitor (KeyStatusChanged on %s, current status in KV %s)\n", events.SubjectKeyStatusAll, events.BucketKeyStatus)
+	fmt.Fprintf(w, "              re-encryptor (heal, rotation, deprovisioning jobs in KV %s; progress on %s)\n", events.BucketReencryptJobs, events.SubjectReencryptAll)
 	if d.Breakers != nil {
 		fmt.Fprintf(w, "              a circuit breaker per KMS endpoint (BreakerStateChanged on %s)\n", events.SubjectBreakerAll)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/enroll"
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
 )
 
 // devKey creates a local key in keyward dev's key directory and returns its
@@ -35,6 +37,11 @@ func TestTenantKeyRotate(t *testing.T) {
 	if r = run(t, d.URL(), "", "tenant", "key", "add", "--tenant", "hooli", "--uri", old); r.code != 0 {
 		t.Fatalf("add: %+v", r)
 	}
+	before := filepath.Join(t.TempDir(), "before.txt")
+	os.WriteFile(before, []byte("before rotation"), 0o644)
+	if r = run(t, d.URL(), "", "asset", "put", "--tenant", "hooli", before); r.code != 0 || !strings.Contains(r.stdout, "customer (covered)") {
+		t.Fatalf("put before rotation: %+v", r)
+	}
 	r = run(t, d.URL(), "", "tenant", "key", "rotate", "--tenant", "hooli", "--uri", next)
 	if r.code != 0 {
 		t.Fatalf("rotate: %+v", r)
@@ -53,15 +60,35 @@ func TestTenantKeyRotate(t *testing.T) {
 		t.Errorf("rotate stderr: %s", r.stderr)
 	}
 
+	// The re-encryptor rewraps the asset stored under the old key, then
+	// retires it from the configuration.
+	waitJobState(t, d.URL(), "hooli", "rotation", "completed")
 	r = run(t, d.URL(), "", "tenant", "key", "list", "--tenant", "hooli")
-	if r.code != 0 || !lineWith(r.stdout, old, "retiring") || !lineWith(r.stdout, next, "primary") || !strings.Contains(r.stdout, "1 retiring: decrypt only") {
-		t.Fatalf("list after rotation: %+v", r)
+	if r.code != 0 || strings.Contains(r.stdout, old) || !lineWith(r.stdout, next, "primary") || strings.Contains(r.stdout, "retiring") {
+		t.Fatalf("list after the rotation completed: %+v", r)
+	}
+	r = run(t, d.URL(), "", "asset", "get", "--tenant", "hooli", "before.txt")
+	if r.code != 0 || r.stdout != "before rotation" {
+		t.Fatalf("the asset stored before the rotation: %+v", r)
 	}
 
-	// Rotating to a key already enrolled, and flag errors.
-	r = run(t, d.URL(), "", "tenant", "key", "rotate", "--tenant", "hooli", "--uri", old)
-	if r.code != 1 || !strings.Contains(r.stderr, "as retiring") {
-		t.Fatalf("rotate back to the retiring key: %+v", r)
+	r = run(t, d.URL(), "", "--json", "reencrypt", "status", "--tenant", "hooli")
+	var jobs []reencryptor.Job
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &jobs) != nil || len(jobs) != 1 || jobs[0].Purpose != events.PurposeRotation ||
+		jobs[0].Done != 1 || jobs[0].ToKeyURI != next || !jobs[0].Finalized {
+		t.Fatalf("reencrypt status --json: %+v", r)
+	}
+	if r = run(t, d.URL(), "", "reencrypt", "status", "--tenant", "nobody"); r.code != 0 || !strings.Contains(r.stdout, "no re-encryption job for tenant nobody") {
+		t.Fatalf("status of a tenant without jobs: %+v", r)
+	}
+	if r = run(t, d.URL(), "", "reencrypt", "status", "--tenant", "No Body"); r.code == 0 || !strings.Contains(r.stderr, "--tenant") {
+		t.Fatalf("status with a bad tenant id: %+v", r)
+	}
+
+	// Rotating to the key already enrolled, and flag errors.
+	r = run(t, d.URL(), "", "tenant", "key", "rotate", "--tenant", "hooli", "--uri", next)
+	if r.code != 1 || !strings.Contains(r.stderr, "is already the primary key of tenant hooli") {
+		t.Fatalf("rotate to the current primary: %+v", r)
 	}
 	r = run(t, d.URL(), "", "tenant", "key", "rotate", "--tenant", "Hooli", "--uri", next)
 	if r.code == 0 || !strings.Contains(r.stderr, "--tenant") {
@@ -138,17 +165,43 @@ func TestTenantDeprovision(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "deprovisioning of tenant umbrella started now") || !strings.Contains(r.stdout, "no longer possible") {
 		t.Fatalf("schedule now: %+v", r)
 	}
+	// The re-encryptor moves the stored asset to the platform key and
+	// removes the tenant's keys; then nothing can be cancelled.
+	waitJobState(t, d.URL(), "umbrella", "deprovision", "completed")
 	r = run(t, d.URL(), "", "tenant", "deprovision", "cancel", "--tenant", "umbrella")
-	if r.code != 1 || !strings.Contains(r.stderr, "it cannot be cancelled; it completes with DeprovisionCompleted") {
-		t.Fatalf("cancel after start: %+v", r)
+	if r.code != 1 || !strings.Contains(r.stderr, "a completed deprovisioning cannot be cancelled") {
+		t.Fatalf("cancel after completion: %+v", r)
+	}
+	r = run(t, d.URL(), "", "tenant", "key", "list", "--tenant", "umbrella")
+	if r.code != 0 || strings.Contains(r.stdout, key) {
+		t.Fatalf("list after deprovisioning: %+v", r)
+	}
+	if r = run(t, d.URL(), "", "asset", "get", "--tenant", "umbrella", "f.txt"); r.code != 0 || r.stdout != "before the date" {
+		t.Fatalf("the asset stored before the date: %+v", r)
 	}
 	// Another asset (the asset id is the file name: the same one would be
-	// answered with its first outcome).
+	// answered with its first outcome) goes under the platform key.
 	src = filepath.Join(t.TempDir(), "g.txt")
 	os.WriteFile(src, []byte("after the date"), 0o644)
-	if r = run(t, d.URL(), "", "asset", "put", "--tenant", "umbrella", src); r.code != 0 || !strings.Contains(r.stdout, "platform (deprovisioned)") {
-		t.Fatalf("put after the start: %+v", r)
+	if r = run(t, d.URL(), "", "asset", "put", "--tenant", "umbrella", src); r.code != 0 || !strings.Contains(r.stdout, "platform (") {
+		t.Fatalf("put after deprovisioning: %+v", r)
 	}
+}
+
+// waitJobState waits until `keyward reencrypt status --tenant T` shows the
+// purpose's job in state, finished (its completion event published).
+func waitJobState(t *testing.T, url, tenantID, purpose, state string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var r result
+	for time.Now().Before(deadline) {
+		r = run(t, url, "", "reencrypt", "status", "--tenant", tenantID)
+		if r.code == 0 && lineWith(r.stdout, tenantID, purpose, state) && !strings.Contains(r.stdout, "finishing") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the %s job of %s never reached %s: %+v", purpose, tenantID, state, r)
 }
 
 // lineWith reports whether one line of out contains every part.
