@@ -68,8 +68,8 @@ type DevOptions struct {
 	// keys, logger and meter provider are set by StartDev).
 	Reencryptor reencryptor.Options
 	HTTPAddr    string // health and metrics; "" disables
-	Logger    *slog.Logger
-	Telemetry *telemetry.Telemetry
+	Logger      *slog.Logger
+	Telemetry   *telemetry.Telemetry
 	// MeterProvider overrides Telemetry's (tests read counters from it).
 	MeterProvider metric.MeterProvider
 }
