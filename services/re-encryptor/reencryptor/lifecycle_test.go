@@ -3,15 +3,21 @@ package reencryptor_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/keyward/keyward/pkg/envelope"
 	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/ledger"
 	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/vault"
 	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
 )
 
@@ -167,6 +173,18 @@ func TestDeprovisionNow(t *testing.T) {
 		c, err := s.reLedger.CountByMode(ctx, "dep")
 		return err == nil && c[events.ModePlatform] == 20 && c[events.ModeCustomer] == 0 && c[events.ModeFallback] == 0
 	})
+	// An encryptor that decided an asset under the old configuration and
+	// stored it after the job's last pass: a follow-up job moves it.
+	s.storeStraggler("dep", "straggler", key, data(0))
+	s.waitJob("dep", events.PurposeDeprovision, 30*time.Second, func(j *reencryptor.Job) bool {
+		return j.ID != job.ID && completedAndFinal(j) && j.Done == 1
+	})
+	if got := len(s.streamMsgs(events.StreamLifecycle, events.SubjectDeprovisionCompleted("dep"))); got != 1 {
+		t.Fatalf("%d DeprovisionCompleted after the follow-up, want 1", got)
+	}
+	if p := s.prefix("dep", "straggler"); p.Header.KeyURI != s.platform.String() {
+		t.Fatalf("straggler still under %s", p.Header.KeyURI)
+	}
 	if err := localkms.SetDisabled(key.KeyID, true); err != nil {
 		t.Fatal(err)
 	}
@@ -333,5 +351,45 @@ func TestLedgerRebuildEqualsLive(t *testing.T) {
 		if got := rebuilt[id]; got != r {
 			t.Errorf("%s:\nlive    %s\nrebuilt %s", id, r, got)
 		}
+	}
+}
+
+// storeStraggler stores an asset under key in mode customer and publishes
+// its AssetEncrypted, exactly as an encryptor holding an old configuration
+// would.
+func (s *stack) storeStraggler(tenantID, assetID string, key kms.KeyURI, data []byte) {
+	s.t.Helper()
+	ctx := context.Background()
+	ec := kms.NewEncryptionContext(tenantID, kms.PurposeAssetSeed)
+	dk, err := s.client.GenerateDataKey(ctx, key, ec)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer dk.Destroy()
+	hdr := &envelope.Header{KeyURI: key.String(), KeyVersion: dk.KeyVersion, WrappedSeed: dk.Ciphertext}
+	var buf bytes.Buffer
+	w, err := envelope.NewWriter(&buf, hdr, dk.Plaintext, envelope.Identity{TenantID: tenantID, AssetID: assetID, Service: "cloud_recording"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	w.Write(data)
+	if err := w.Close(); err != nil {
+		s.t.Fatal(err)
+	}
+	hs := w.HeaderSHA256()
+	name := events.VaultObjectName(tenantID, assetID)
+	info, err := s.vault.Put(ctx, name, bytes.NewReader(buf.Bytes()), jetstream.ObjectMeta{Metadata: map[string]string{vault.MetaMode: "customer"}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ct, _ := vault.DigestHex(info.Digest)
+	e := &events.AssetEncrypted{TenantID: tenantID, AssetID: assetID, Service: "cloud_recording", Mode: events.ModeCustomer,
+		Coverage: "covered", KeyURI: key.String(), KeyVersion: dk.KeyVersion, WrappedSeed: dk.Ciphertext,
+		Location: events.Location{Bucket: events.BucketVault, Object: name}, Size: int64(len(data)),
+		CiphertextSize: int64(info.Size), CiphertextSHA256: ct, HeaderSHA256: hex.EncodeToString(hs[:]),
+		SourceEventID: "straggler-event", EncryptedAt: time.Now().UTC()}
+	if _, err := events.NewPublisher(s.env.JS, "test").Publish(ctx, events.Outgoing{Subject: events.SubjectAssetEncrypted(tenantID),
+		MsgID: events.MsgID("encrypted", tenantID, assetID), Type: events.TypeAssetEncrypted, Event: e}); err != nil {
+		s.t.Fatal(err)
 	}
 }

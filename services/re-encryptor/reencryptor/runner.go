@@ -539,6 +539,12 @@ func (r *runner) finalize(ctx context.Context, log *slog.Logger) (bool, error) {
 		if err := w.publishCompleted(ctx, j); err != nil {
 			return false, err
 		}
+		if len(j.DeprovisionedKeys) == 0 {
+			// A follow-up job for assets stored after the tenant was
+			// deprovisioned: DeprovisionCompleted was published already.
+			log.Info("moved assets stored after the deprovisioning to the platform key", "done", j.Done)
+			break
+		}
 		ev := &events.DeprovisionCompleted{TenantID: j.TenantID, JobID: j.ID, KeyURIs: j.DeprovisionedKeys,
 			Assets: j.Done, CompletedAt: j.CompletedAt}
 		if _, err := w.publisher.Publish(ctx, events.Outgoing{Subject: events.SubjectDeprovisionCompleted(j.TenantID),

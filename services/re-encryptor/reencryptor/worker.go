@@ -232,12 +232,38 @@ func (w *Worker) planFor(ctx context.Context, tenantID string, purpose events.Re
 	now := time.Now()
 	switch purpose {
 	case events.PurposeDeprovision:
-		if !ok || cfg.Deprovision == nil || now.Before(cfg.Deprovision.At) {
+		if !ok {
 			return nil, nil
 		}
 		var from []string
-		for _, k := range cfg.Keys {
-			from = append(from, k.URI)
+		switch {
+		case cfg.Deprovision != nil && !now.Before(cfg.Deprovision.At):
+			for _, k := range cfg.Keys {
+				from = append(from, k.URI)
+			}
+		case cfg.DeprovisionedAt != nil && len(cfg.Keys) == 0:
+			// Deprovisioned: an asset an encryptor stored under the old
+			// configuration after the job's last pass is moved too.
+			var straggler string
+			for _, m := range []events.Mode{events.ModeCustomer, events.ModeFallback} {
+				if err := w.scan(ctx, tenantID, Source{Mode: m}, ledger.ScanOptions{Limit: 1}, func(r ledger.Record) error {
+					straggler = r.KeyURI
+					return nil
+				}); err != nil {
+					return nil, err
+				}
+				if straggler != "" {
+					break
+				}
+			}
+			if straggler == "" {
+				return nil, nil
+			}
+			if straggler != w.o.FallbackKey.String() {
+				from = append(from, straggler)
+			}
+		default:
+			return nil, nil
 		}
 		return &plan{purpose: purpose,
 			target:  target{key: w.o.PlatformKey, mode: events.ModePlatform, purpose: purpose, rewrap: true},
@@ -340,9 +366,6 @@ func (w *Worker) evaluateOne(ctx context.Context, tenantID string, purpose event
 	p, err := w.planFor(ctx, tenantID, purpose)
 	if err != nil || p == nil {
 		return err
-	}
-	if job != nil && job.State == events.JobCompleted && purpose == events.PurposeDeprovision {
-		return nil // deprovisioned once; a new schedule needs new keys and a new job record is made then
 	}
 	nj := &Job{
 		ID: newJobID(tenantID, purpose, now), TenantID: tenantID, Purpose: purpose,
