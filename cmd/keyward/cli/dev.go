@@ -67,9 +67,13 @@ type DevOptions struct {
 	// Reencryptor tunes the re-encryptor (zero: production defaults;
 	// keys, logger and meter provider are set by StartDev).
 	Reencryptor reencryptor.Options
-	HTTPAddr    string // health and metrics; "" disables
-	Logger      *slog.Logger
-	Telemetry   *telemetry.Telemetry
+	// ReencryptorRateShare is the share of each endpoint's default KMS
+	// rate limit the re-encryptor's client may use (0: the default,
+	// reencryptor.DefaultKMSRateShare; negative: unlimited). Benchmarks.
+	ReencryptorRateShare float64
+	HTTPAddr             string // health and metrics; "" disables
+	Logger               *slog.Logger
+	Telemetry            *telemetry.Telemetry
 	// MeterProvider overrides Telemetry's (tests read counters from it).
 	MeterProvider metric.MeterProvider
 }
@@ -236,7 +240,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 
 	// The re-encryptor: its own ledger and KMS client, limited to its share
 	// of each endpoint, behind the same breakers as the encryptor.
-	reClientOpts := append(append(kmsOpts, reencryptor.RateLimitOptions(reencryptor.DefaultKMSRateShare)...), o.KMSOptions...)
+	share := o.ReencryptorRateShare
+	if share == 0 {
+		share = reencryptor.DefaultKMSRateShare
+	}
+	reClientOpts := append(append(kmsOpts, reencryptor.RateLimitOptions(max(share, 0))...), o.KMSOptions...)
 	if d.Breakers != nil {
 		reClientOpts = append(reClientOpts, kms.WithGuard(d.Breakers))
 	}
