@@ -112,8 +112,17 @@ func (p *Projector) runOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("projector: consumer on %s: %w", events.StreamAssets, err)
 	}
+	idle := false
 	for ctx.Err() == nil {
-		msgs, err := cons.Fetch(p.batch, jetstream.FetchMaxWait(p.wait))
+		// Take what is there at once (up to a batch); when nothing was,
+		// wait for the next event and apply it as soon as it arrives — a
+		// full-batch fetch would hold a lone event for the whole wait.
+		var msgs jetstream.MessageBatch
+		if idle {
+			msgs, err = cons.Fetch(1, jetstream.FetchMaxWait(p.wait))
+		} else {
+			msgs, err = cons.FetchNoWait(p.batch)
+		}
 		if err != nil {
 			return fmt.Errorf("projector: fetch: %w", err)
 		}
@@ -126,8 +135,10 @@ func (p *Projector) runOnce(ctx context.Context) error {
 		}
 		if len(batch) == 0 {
 			p.markCaughtUp()
+			idle = true
 			continue
 		}
+		idle = false
 		pending, err := p.apply(ctx, batch)
 		if err != nil {
 			return err

@@ -176,6 +176,10 @@ func TestDeprovisionNow(t *testing.T) {
 	// An encryptor that decided an asset under the old configuration and
 	// stored it after the job's last pass: a follow-up job moves it.
 	s.storeStraggler("dep", "straggler", key, data(0))
+	s.eventually("the re-encryptor's ledger to hold the straggler", func() bool {
+		r, err := s.reLedger.Get(ctx, "dep", "straggler")
+		return err == nil && r.Mode == events.ModeCustomer
+	})
 	s.waitJob("dep", events.PurposeDeprovision, 30*time.Second, func(j *reencryptor.Job) bool {
 		return j.ID != job.ID && completedAndFinal(j) && j.Done == 1
 	})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -41,12 +42,14 @@ type Worker struct {
 	metrics   *metrics
 	yield     *yielder
 
-	mu      sync.Mutex
-	running map[string]*runner // by JobKey
-	pending map[string]struct{}
-	wake    chan struct{}
-	started chan struct{}
-	wg      sync.WaitGroup
+	runCtx        context.Context // Run's: jobs run until it ends
+	statusChanged atomic.Bool     // a key status changed since the last round
+	mu            sync.Mutex
+	running       map[string]*runner // by JobKey
+	pending       map[string]struct{}
+	wake          chan struct{}
+	started       chan struct{}
+	wg            sync.WaitGroup
 }
 
 // New prepares a worker; Run starts it.
@@ -125,6 +128,7 @@ func (w *Worker) Ready() error {
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.tenants.Stop()
 	defer w.keys.Stop()
+	w.runCtx = ctx
 	projCtx, stopProjector := context.WithCancel(context.WithoutCancel(ctx))
 	var projWG sync.WaitGroup
 	projWG.Add(1)
@@ -143,6 +147,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.seeds.FlushKey(key)
 		}
 		w.wraps.flush()
+		w.statusChanged.Store(true)
 		w.poke(r.TenantID)
 	})
 	w.tenants.OnChange(w.poke)
@@ -161,8 +166,20 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.pokeAll()
 		case <-w.wake:
 		}
+		if w.statusChanged.Swap(false) {
+			// A key came back: fallback copies stored just before must be
+			// in the ledger before the heal check looks for them.
+			syncCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := w.syncLedger(syncCtx); err != nil && ctx.Err() == nil {
+				w.log.Warn("waiting for the ledger to catch up", "error", err)
+			}
+			cancel()
+		}
 		for _, t := range w.takePending() {
-			if err := w.evaluate(ctx, t); err != nil && ctx.Err() == nil {
+			evalCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := w.evaluate(evalCtx, t)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				w.log.Warn("checking a tenant for re-encryption work", "tenant_id", t, "error", err)
 			}
 		}
@@ -183,7 +200,9 @@ func (w *Worker) poke(tenantID string) {
 // pokeAll asks for every tenant and every unfinished job to be checked.
 func (w *Worker) pokeAll() {
 	ids := w.tenants.IDs()
-	if jobs, err := w.jobs.List(context.Background(), ""); err == nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if jobs, err := w.jobs.List(ctx, ""); err == nil {
 		for _, j := range jobs {
 			if !j.Terminal() || !j.Finalized {
 				ids = append(ids, j.TenantID)
@@ -385,8 +404,10 @@ func (w *Worker) evaluateOne(ctx context.Context, tenantID string, purpose event
 	return nil
 }
 
-// start runs job in its own goroutine unless it already runs here.
-func (w *Worker) start(ctx context.Context, job *Job) {
+// start runs job in its own goroutine unless it already runs here. The job
+// runs until Run's context ends, whatever ctx (the caller's) does.
+func (w *Worker) start(_ context.Context, job *Job) {
+	ctx := w.runCtx
 	key := JobKey(job.TenantID, job.Purpose)
 	w.mu.Lock()
 	if _, busy := w.running[key]; busy {
