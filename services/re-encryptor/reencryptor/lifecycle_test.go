@@ -363,6 +363,13 @@ func TestLedgerRebuildEqualsLive(t *testing.T) {
 // would.
 func (s *stack) storeStraggler(tenantID, assetID string, key kms.KeyURI, data []byte) {
 	s.t.Helper()
+	s.storeCustomer(tenantID, assetID, key, data, envelope.CurrentVersion)
+}
+
+// storeCustomer stores an asset under key in mode customer, in envelope
+// format version, and publishes its AssetEncrypted as an encryptor would.
+func (s *stack) storeCustomer(tenantID, assetID string, key kms.KeyURI, data []byte, version uint8) {
+	s.t.Helper()
 	ctx := context.Background()
 	ec := kms.NewEncryptionContext(tenantID, kms.PurposeAssetSeed)
 	dk, err := s.client.GenerateDataKey(ctx, key, ec)
@@ -370,7 +377,7 @@ func (s *stack) storeStraggler(tenantID, assetID string, key kms.KeyURI, data []
 		s.t.Fatal(err)
 	}
 	defer dk.Destroy()
-	hdr := &envelope.Header{KeyURI: key.String(), KeyVersion: dk.KeyVersion, WrappedSeed: dk.Ciphertext}
+	hdr := &envelope.Header{Version: version, KeyURI: key.String(), KeyVersion: dk.KeyVersion, WrappedSeed: dk.Ciphertext}
 	var buf bytes.Buffer
 	w, err := envelope.NewWriter(&buf, hdr, dk.Plaintext, envelope.Identity{TenantID: tenantID, AssetID: assetID, Service: "cloud_recording"})
 	if err != nil {
@@ -391,7 +398,7 @@ func (s *stack) storeStraggler(tenantID, assetID string, key kms.KeyURI, data []
 		Coverage: "covered", KeyURI: key.String(), KeyVersion: dk.KeyVersion, WrappedSeed: dk.Ciphertext,
 		Location: events.Location{Bucket: events.BucketVault, Object: name}, Size: int64(len(data)),
 		CiphertextSize: int64(info.Size), CiphertextSHA256: ct, HeaderSHA256: hex.EncodeToString(hs[:]),
-		SourceEventID: "straggler-event", EncryptedAt: time.Now().UTC()}
+		SourceEventID: "event-" + assetID, EncryptedAt: time.Now().UTC()}
 	if _, err := events.NewPublisher(s.env.JS, "test").Publish(ctx, events.Outgoing{Subject: events.SubjectAssetEncrypted(tenantID),
 		MsgID: events.MsgID("encrypted", tenantID, assetID), Type: events.TypeAssetEncrypted, Event: e}); err != nil {
 		s.t.Fatal(err)

@@ -1,0 +1,107 @@
+package reencryptor_test
+
+import (
+	"bytes"
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/pkg/envelope"
+	"github.com/keyward/keyward/pkg/events"
+	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
+)
+
+// A heal paused by a new outage resumes when the key is back — the same job
+// — and also heals the fallback copies stored while it was paused.
+func TestPausedHealResumesAndPicksUpNewCopies(t *testing.T) {
+	var batches atomic.Int32
+	gate := make(chan struct{})
+	s := newStack(t, func(o *reencryptor.Options) {
+		o.BatchSize, o.Concurrency = 8, 1
+		o.Failpoint = func(p string) {
+			if p == reencryptor.FailpointRecorded && batches.Add(1) == 2 {
+				<-gate
+			}
+		}
+	})
+	key := s.enroll("pz")
+	s.startReencryptor()
+	data := func(i int) []byte { return pattern(150+i, i) }
+	s.setStatus("pz", key, events.KeyStatusUnavailable)
+	s.putMany("pz", "a", 40, data)
+	s.setStatus("pz", key, events.KeyStatusAvailable)
+	s.eventually("two batches", func() bool { return batches.Load() >= 2 })
+	s.setStatus("pz", key, events.KeyStatusUnavailable)
+	close(gate)
+	paused := s.waitJob("pz", events.PurposeHeal, 20*time.Second, func(j *reencryptor.Job) bool {
+		return j.State == events.JobPaused && j.Reason == reencryptor.ReasonKeyUnavailable
+	})
+	if paused.Done != 16 {
+		t.Fatalf("paused after %d moves, want 16", paused.Done)
+	}
+	more := s.putMany("pz", "b", 6, data)
+	for id, e := range more {
+		if e.Mode != events.ModeFallback {
+			t.Fatalf("%s stored as %s while the key was away", id, e.Mode)
+		}
+	}
+	s.setStatus("pz", key, events.KeyStatusAvailable)
+	job := s.waitJob("pz", events.PurposeHeal, 30*time.Second, completedAndFinal)
+	if job.ID != paused.ID || job.Done != 46 {
+		t.Fatalf("job %s done %d, want the paused job %s with 46", job.ID, job.Done, paused.ID)
+	}
+	var resumed bool
+	for _, m := range s.streamMsgs(events.StreamReencrypt, events.SubjectReencryptProgress("pz")) {
+		p, err := events.DecodeReencryptionProgress(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumed = resumed || (p.State == events.JobPaused && p.Reason == reencryptor.ReasonKeyUnavailable)
+	}
+	if !resumed {
+		t.Fatal("no progress event reported the pause")
+	}
+	checkHealed(t, s, "pz", key.String(), 46, data, nil)
+	for i := range 6 {
+		id := assetID("b", i)
+		if got, err := s.get("pz", id); err != nil || !bytes.Equal(got, data(i)) {
+			t.Fatalf("%s: %d bytes, %v", id, len(got), err)
+		}
+	}
+}
+
+// A format-1 envelope cannot be rewrapped (its context binds the header):
+// a rotation re-encrypts it under a fresh seed from the new key instead,
+// and it reads back.
+func TestRotationReencryptsFormat1(t *testing.T) {
+	s := newStack(t)
+	oldKey := s.enroll("v1")
+	s.startReencryptor()
+	data := pattern(40000, 7)
+	s.storeCustomer("v1", "old-format", oldKey, data, envelope.Version1)
+	s.eventually("the re-encryptor's ledger to hold the asset", func() bool {
+		_, err := s.reLedger.Get(context.Background(), "v1", "old-format")
+		return err == nil
+	})
+	if p := s.prefix("v1", "old-format"); p.Header.Version != envelope.Version1 {
+		t.Fatalf("stored version %d", p.Header.Version)
+	}
+	before := s.body("v1", "old-format")
+	newKey := s.localKey("v1-new.key")
+	s.rotate("v1", newKey.String())
+	job := s.waitJob("v1", events.PurposeRotation, 30*time.Second, completedAndFinal)
+	if job.Done != 1 || job.Failed != 0 {
+		t.Fatalf("job done %d failed %d", job.Done, job.Failed)
+	}
+	p := s.prefix("v1", "old-format")
+	if p.Header.KeyURI != newKey.String() || p.Header.Version != envelope.CurrentVersion {
+		t.Fatalf("after rotation: version %d under %s", p.Header.Version, p.Header.KeyURI)
+	}
+	if s.body("v1", "old-format") == before {
+		t.Fatal("the payload of a format-1 asset was kept: it must be re-encrypted")
+	}
+	if got, err := s.get("v1", "old-format"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("reads %d bytes, %v", len(got), err)
+	}
+}
