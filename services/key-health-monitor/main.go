@@ -6,26 +6,8 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/keyward/keyward/pkg/svc"
 	"github.com/keyward/keyward/services/key-health-monitor/monitor"
 )
 
-func main() {
-	svc.TuneGC(os.Getenv)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := monitor.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "key-health-monitor:", err)
-		if errors.Is(err, svc.ErrUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
-}
+func main() { svc.Exec("key-health-monitor", monitor.Main) }

@@ -166,23 +166,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	fmt.Fprintf(stdout, "keyward key-health-monitor %s: instance %s, %d partitions, probing every %v (%v while unhealthy)\n",
 		svc.Version, w.InstanceID(), w.PartitionCount(), cfg.HealthyInterval, cfg.UnhealthyInterval)
 
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var runErr error
-	select {
-	case runErr = <-done:
-	case <-ctx.Done():
-		select {
-		case runErr = <-done:
-		case <-time.After(cfg.ShutdownDeadline):
-			runErr = fmt.Errorf("drain took longer than %v", cfg.ShutdownDeadline)
-		}
-	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := nc.FlushWithContext(drainCtx); err != nil && runErr == nil {
-		log.Warn("flushing NATS at shutdown", "error", err)
-	}
+	runErr := svc.RunUntilDrained(ctx, w.Run, cfg.ShutdownDeadline, nc, log)
 	log.Info("key-health-monitor stopped")
 	return runErr
 }

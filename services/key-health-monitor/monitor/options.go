@@ -1,13 +1,9 @@
 package monitor
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +12,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/keyhealth"
 	"github.com/keyward/keyward/pkg/kms"
+	"github.com/keyward/keyward/pkg/svc"
 )
 
 // Defaults of the monitor. docs/key-health.md explains each.
@@ -149,7 +146,7 @@ func (o *Options) setDefaults() {
 		o.Name = "key-health-monitor"
 	}
 	if o.InstanceID == "" {
-		o.InstanceID = defaultInstanceID(o.Name)
+		o.InstanceID = svc.InstanceID(o.Name)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -177,33 +174,6 @@ func (o *Options) validate(d Deps) error {
 		errs = append(errs, fmt.Errorf("monitor: instance id %q: use 1-64 letters, digits, '-' and '_'", o.InstanceID))
 	}
 	return errors.Join(errs...)
-}
-
-func defaultInstanceID(name string) string {
-	host, _ := os.Hostname()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	id := sanitize(name) + "-" + sanitize(host) + "-" + fmt.Sprint(os.Getpid()) + "-" + hex.EncodeToString(b[:])
-	if len(id) > 64 {
-		id = id[len(id)-64:]
-		id = strings.TrimLeft(id, "-_")
-	}
-	return id
-}
-
-func sanitize(s string) string {
-	var b strings.Builder
-	for _, c := range s {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	if b.Len() > 24 {
-		return b.String()[:24]
-	}
-	return b.String()
 }
 
 func validInstanceID(s string) bool {

@@ -197,23 +197,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	obs.Telemetry.AddReadyCheck("nats", svc.NATSReady(nc))
 	fmt.Fprintf(stdout, "keyward re-encryptor %s: instance %s, ledger %s\n", svc.Version, w.InstanceID(), store.Path())
 
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	var runErr error
-	select {
-	case runErr = <-done:
-	case <-ctx.Done():
-		select {
-		case runErr = <-done:
-		case <-time.After(cfg.ShutdownDeadline):
-			runErr = fmt.Errorf("drain took longer than %v", cfg.ShutdownDeadline)
-		}
-	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := nc.FlushWithContext(drainCtx); err != nil && runErr == nil {
-		log.Warn("flushing NATS at shutdown", "error", err)
-	}
+	runErr := svc.RunUntilDrained(ctx, w.Run, cfg.ShutdownDeadline, nc, log)
 	log.Info("re-encryptor stopped")
 	return runErr
 }

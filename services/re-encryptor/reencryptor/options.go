@@ -1,13 +1,8 @@
 package reencryptor
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +11,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/svc"
 )
 
 // Defaults of the re-encryptor. docs/reencryption.md explains each.
@@ -155,7 +151,7 @@ func (o *Options) setDefaults() {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.InstanceID == "" {
-		o.InstanceID = defaultInstanceID()
+		o.InstanceID = svc.InstanceID("re-encryptor")
 	}
 	if o.Failpoint == nil {
 		o.Failpoint = func(string) {}
@@ -180,14 +176,4 @@ func (o *Options) validate(d Deps) error {
 		errs = append(errs, errors.New("re-encryptor: the fallback key is required (heal jobs move assets away from it)"))
 	}
 	return errors.Join(errs...)
-}
-
-func defaultInstanceID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "unknown"
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("re-encryptor/%s-%s-%s", host, strconv.Itoa(os.Getpid()), hex.EncodeToString(b[:]))
 }
