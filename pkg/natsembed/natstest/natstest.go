@@ -4,6 +4,8 @@ package natstest
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,4 +84,48 @@ func (e *Env) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 		t.Fatalf("natstest: jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// StreamMsgs returns every message of stream whose subject matches filter
+// (NATS wildcards '*' and '>'), in stream order.
+func (e *Env) StreamMsgs(t testing.TB, stream, filter string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	st, err := e.JS.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if SubjectMatches(filter, m.Subject) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// SubjectMatches reports whether subject matches filter, with NATS
+// wildcards: '*' one token, '>' one or more trailing tokens.
+func SubjectMatches(filter, subject string) bool {
+	f, sub := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		if tok == ">" {
+			return len(sub) > i
+		}
+		if i >= len(sub) || (tok != "*" && tok != sub[i]) {
+			return false
+		}
+	}
+	return len(f) == len(sub)
 }

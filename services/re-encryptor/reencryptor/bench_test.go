@@ -2,19 +2,11 @@ package reencryptor_test
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"fmt"
-	"io"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/keyward/keyward/pkg/envelope/cobblestone"
+	"github.com/keyward/keyward/pkg/benchkit"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
 )
@@ -98,10 +90,7 @@ func (s *stack) reportJob(b *testing.B, j *reencryptor.Job, elapsed time.Duratio
 }
 
 // waitMode waits until the re-encryptor's ledger has n assets of tenantID
-// in mode, as it would long after they were stored: its projection of
-// KW_ASSETS applies events up to 1 s late, a heal starts when the key
-// comes back only if it finds a fallback copy there (else at the next
-// rescan, 10 s later), and a job's pass first waits for the projection.
+// in mode, so the timed job measures moving them, not projecting them.
 func (s *stack) waitMode(tenantID string, mode events.Mode, n int) {
 	s.eventually("the re-encryptor's ledger to have the assets", func() bool {
 		c, err := s.reLedger.CountByMode(context.Background(), tenantID)
@@ -151,7 +140,7 @@ func BenchmarkReencrypt(b *testing.B) {
 		b.Run("raw-objectstore-get-put/size="+sz.name, func(b *testing.B) {
 			s := newStack(b)
 			for b.Loop() {
-				rate, err := rawObjectStoreMove(s.env.JS, sz.n, sz.size, reencryptor.DefaultConcurrency)
+				rate, err := benchkit.RawObjectStoreMove(context.Background(), s.env.JS, sz.n, sz.size, reencryptor.DefaultConcurrency)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -161,102 +150,10 @@ func BenchmarkReencrypt(b *testing.B) {
 		})
 		b.Run("raw-aes-gcm-open-seal/size="+sz.name, func(b *testing.B) {
 			for b.Loop() {
-				rate := rawAESGCMMove(sz.size, 200*time.Millisecond)
+				rate := benchkit.RawAESGCMMove(sz.size, 200*time.Millisecond)
 				b.ReportMetric(rate, "assets/s")
 				b.ReportMetric(rate*float64(sz.size)/(1<<20), "MiB/s")
 			}
 		})
 	}
-}
-
-// rawObjectStoreMove stores n objects of size bytes in a fresh Object
-// Store bucket (not timed), then reads each back in full and puts it again
-// under its name with conc workers, timed. It returns assets/s.
-func rawObjectStoreMove(js jetstream.JetStream, n, size, conc int) (float64, error) {
-	ctx := context.Background()
-	name := fmt.Sprintf("BENCH_OBJ_%d", time.Now().UnixNano())
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: name, Storage: jetstream.FileStorage})
-	if err != nil {
-		return 0, err
-	}
-	defer js.DeleteObjectStore(ctx, name)
-	payload := make([]byte, size)
-	rand.Read(payload)
-	for i := range n {
-		if _, err := obs.PutBytes(ctx, "a-"+strconv.Itoa(i), payload); err != nil {
-			return 0, err
-		}
-	}
-	next := make(chan int, n)
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	errc := make(chan error, conc)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				r, err := obs.Get(ctx, "a-"+strconv.Itoa(i))
-				if err != nil {
-					errc <- err
-					return
-				}
-				data, err := io.ReadAll(r)
-				r.Close()
-				if err == nil {
-					_, err = obs.PutBytes(ctx, "a-"+strconv.Itoa(i), data)
-				}
-				if err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errc)
-	if err := <-errc; err != nil {
-		return 0, err
-	}
-	return float64(n) / elapsed.Seconds(), nil
-}
-
-// rawAESGCMMove is AES-256-GCM open of an asset's Cobblestone chunks under
-// one key and seal under another, on one core, repeated for at least
-// minTime. It returns assets/s.
-func rawAESGCMMove(size int, minTime time.Duration) float64 {
-	newAEAD := func() cipher.AEAD {
-		key := make([]byte, 32)
-		rand.Read(key)
-		block, _ := aes.NewCipher(key)
-		aead, _ := cipher.NewGCM(block)
-		return aead
-	}
-	from, to := newAEAD(), newAEAD()
-	nonce := make([]byte, 12)
-	plain := make([]byte, size)
-	var chunks [][]byte
-	for off := 0; off < size; off += cobblestone.ChunkSize {
-		chunks = append(chunks, from.Seal(nil, nonce, plain[off:min(size, off+cobblestone.ChunkSize)], nil))
-	}
-	pt := make([]byte, 0, cobblestone.ChunkSize)
-	ct := make([]byte, 0, cobblestone.EncryptedChunkSize)
-	n := 0
-	start := time.Now()
-	for n == 0 || time.Since(start) < minTime {
-		for _, c := range chunks {
-			var err error
-			if pt, err = from.Open(pt[:0], nonce, c, nil); err != nil {
-				panic(err)
-			}
-			ct = to.Seal(ct[:0], nonce, pt, nil)
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds()
 }

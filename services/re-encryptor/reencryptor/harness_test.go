@@ -374,42 +374,7 @@ func (s *stack) eventually(what string, cond func() bool) {
 // streamMsgs returns every message of stream whose subject matches filter.
 func (s *stack) streamMsgs(stream, filter string) []*jetstream.RawStreamMsg {
 	s.t.Helper()
-	ctx := context.Background()
-	st, err := s.env.JS.Stream(ctx, stream)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		if subjectMatches(filter, m.Subject) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func subjectMatches(filter, subject string) bool {
-	f, sub := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, tok := range f {
-		if tok == ">" {
-			return len(sub) > i
-		}
-		if i >= len(sub) || (tok != "*" && tok != sub[i]) {
-			return false
-		}
-	}
-	return len(f) == len(sub)
+	return s.env.StreamMsgs(s.t, stream, filter)
 }
 
 // reencrypted returns the AssetReencrypted events of tenantID.
