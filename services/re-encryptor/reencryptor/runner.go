@@ -9,6 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/ledger"
@@ -299,6 +302,11 @@ func (r *runner) endOfSource(ctx context.Context, log *slog.Logger) bool {
 // which is examined again when the job resumes.
 func (r *runner) processBatch(ctx context.Context, log *slog.Logger, t target, batch []ledger.Record) error {
 	w, j := r.w, r.job
+	ctx, span := w.tracer.Start(ctx, "reencrypt batch", trace.WithAttributes(
+		attribute.String("keyward.job.purpose", string(j.Purpose)),
+		attribute.Int("keyward.job.batch_size", len(batch)),
+	))
+	defer span.End()
 	results := make([]result, len(batch))
 	sem := make(chan struct{}, w.o.Concurrency)
 	var wg sync.WaitGroup

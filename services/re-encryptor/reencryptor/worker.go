@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keyward/keyward/pkg/envelope/cobblestone"
 	"github.com/keyward/keyward/pkg/events"
@@ -40,6 +41,7 @@ type Worker struct {
 	wraps     *wrapCache
 	chunkOpts []cobblestone.Option
 	metrics   *metrics
+	tracer    trace.Tracer
 	yield     *yielder
 
 	runCtx        context.Context // Run's: jobs run until it ends
@@ -98,6 +100,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	if w.metrics, err = newMetrics(mp.Meter("github.com/keyward/keyward/services/re-encryptor"), w); err != nil {
 		return nil, err
 	}
+	w.tracer = otel.Tracer("github.com/keyward/keyward/services/re-encryptor")
 	return w, nil
 }
 
