@@ -3,9 +3,12 @@ package reencryptor_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyward/keyward/pkg/envelope"
 	"github.com/keyward/keyward/pkg/events"
@@ -103,5 +106,58 @@ func TestRotationReencryptsFormat1(t *testing.T) {
 	}
 	if got, err := s.get("v1", "old-format"); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("reads %d bytes, %v", len(got), err)
+	}
+}
+
+// Assets that cannot be moved — the ciphertext is missing, or the stored
+// object is not the one the ledger records — fail alone: the others are
+// healed, the job ends after a few passes and names them, and the ledger
+// still says where they are.
+func TestFailedAssetsAreReported(t *testing.T) {
+	s := newStack(t)
+	key := s.enroll("bad")
+	s.startReencryptor()
+	data := func(i int) []byte { return pattern(500, i) }
+	s.putMany("bad", "c", 1, data) // under the customer key: another header
+	s.setStatus("bad", key, events.KeyStatusUnavailable)
+	s.putMany("bad", "a", 10, data)
+	ctx := context.Background()
+	copyObject := func(from, to string) {
+		r, err := s.vault.Get(ctx, events.VaultObjectName("bad", from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		if _, err := s.vault.Put(ctx, events.VaultObjectName("bad", to), r, jetstream.ObjectMeta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing, replaced, foreign := assetID("a", 2), assetID("a", 5), assetID("a", 6)
+	if err := s.vault.Delete(ctx, events.VaultObjectName("bad", missing)); err != nil {
+		t.Fatal(err)
+	}
+	copyObject(assetID("c", 0), replaced) // another header than the ledger's
+	copyObject(assetID("a", 7), foreign)  // the same header (same seed), another asset's payload
+	s.setStatus("bad", key, events.KeyStatusAvailable)
+	job := s.waitJob("bad", events.PurposeHeal, 30*time.Second, completedAndFinal)
+	if job.Done != 7 || job.Failed != 3 {
+		t.Fatalf("job done %d failed %d, want 7 and 3", job.Done, job.Failed)
+	}
+	listed := map[string]string{}
+	for _, f := range job.FailedAssets {
+		listed[f.AssetID] = f.Error
+	}
+	if !strings.Contains(listed[missing], "missing") || !strings.Contains(listed[replaced], "does not match the ledger") ||
+		!strings.Contains(listed[foreign], "commitment") || len(listed) != 3 {
+		t.Fatalf("failed assets: %+v", job.FailedAssets)
+	}
+	for _, id := range []string{missing, replaced, foreign} {
+		if r, err := s.reLedger.Get(ctx, "bad", id); err != nil || r.Mode != events.ModeFallback {
+			t.Fatalf("%s in the ledger: %+v, %v", id, r, err)
+		}
+	}
+	c, err := events.DecodeReencryptionCompleted(s.streamMsgs(events.StreamReencrypt, events.SubjectReencryptCompleted("bad"))[0].Data)
+	if err != nil || c.Failed != 3 || c.Done != 7 {
+		t.Fatalf("ReencryptionCompleted %+v, %v", c, err)
 	}
 }

@@ -274,11 +274,14 @@ func (r *runner) endOfSource(ctx context.Context, log *slog.Logger) bool {
 	case ps.Moved == 0 && ps.Changed == 0 && ps.Failed == 0:
 		j.State, j.CompletedAt = events.JobCompleted, time.Now().UTC()
 		j.Failed = 0
-	case ps.Moved == 0 && ps.Changed == 0:
+	case ps.Moved == 0:
+		// Only failures, or objects that still differ from a ledger that
+		// has caught up (the pass began with syncLedger): after a few such
+		// passes the job ends and reports them rather than walk forever.
 		j.PassStats.FailedPasses++
 		if j.PassStats.FailedPasses >= r.w.o.MaxFailedPasses {
 			j.State, j.CompletedAt = events.JobCompleted, time.Now().UTC()
-			j.Failed = ps.Failed
+			j.Failed = ps.Failed + ps.Changed
 		}
 	default:
 		j.PassStats.FailedPasses = 0
@@ -402,13 +405,14 @@ func (r *runner) processBatch(ctx context.Context, log *slog.Logger, t target, b
 			j.Skipped++
 		case changed:
 			j.PassStats.Changed++
+			if j.PassStats.FailedPasses > 0 {
+				r.noteFailed(FailedAsset{AssetID: res.rec.AssetID,
+					Error: "the stored object does not match the ledger record (replaced outside Keyward, or the ledger is behind)"})
+			}
 		case failedOne:
 			j.PassStats.Failed++
 			j.Failed = j.PassStats.Failed
-			if len(j.FailedAssets) >= maxFailedListed {
-				j.FailedAssets = j.FailedAssets[1:]
-			}
-			j.FailedAssets = append(j.FailedAssets, FailedAsset{AssetID: res.rec.AssetID, Error: clip(res.err.Error())})
+			r.noteFailed(FailedAsset{AssetID: res.rec.AssetID, Error: clip(res.err.Error())})
 			log.Warn("could not move an asset; it stays where the ledger says and is retried next pass",
 				"asset_id", res.rec.AssetID, "error", res.err)
 		}
@@ -622,4 +626,15 @@ func (r *runner) recount(ctx context.Context) error {
 		j.Done, j.Bytes = done, bytes
 	}
 	return nil
+}
+
+// noteFailed lists an asset that could not be moved (the last
+// maxFailedListed, one entry per asset).
+func (r *runner) noteFailed(f FailedAsset) {
+	j := r.job
+	j.FailedAssets = slices.DeleteFunc(j.FailedAssets, func(x FailedAsset) bool { return x.AssetID == f.AssetID })
+	if len(j.FailedAssets) >= maxFailedListed {
+		j.FailedAssets = j.FailedAssets[1:]
+	}
+	j.FailedAssets = append(j.FailedAssets, f)
 }
