@@ -132,10 +132,13 @@ func (s *stack) startEncryptor() {
 	done := make(chan error, 1)
 	go func() { done <- s.enc.Run(ctx) }()
 	s.eventually("encryptor ready", func() bool { return s.enc.Ready() == nil })
+	var once sync.Once
 	s.encStop = func() {
-		cancel()
-		<-done
-		s.encLedger.Close()
+		once.Do(func() {
+			cancel()
+			<-done
+			s.encLedger.Close()
+		})
 	}
 }
 
