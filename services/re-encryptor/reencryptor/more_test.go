@@ -161,3 +161,26 @@ func TestFailedAssetsAreReported(t *testing.T) {
 		t.Fatalf("ReencryptionCompleted %+v, %v", c, err)
 	}
 }
+
+// A rotation stopped by a revoked retiring key stays stopped (no new job
+// every rescan) until the key is back; then a new job finishes it.
+func TestStoppedRotationWaitsForTheKey(t *testing.T) {
+	s := newStack(t)
+	oldKey := s.enroll("rk")
+	s.startReencryptor()
+	s.putMany("rk", "a", 5, func(i int) []byte { return pattern(100, i) })
+	s.setStatus("rk", oldKey, events.KeyStatusRevoked)
+	s.rotate("rk", s.localKey("rk-new.key").String())
+	stopped := s.waitJob("rk", events.PurposeRotation, 20*time.Second, func(j *reencryptor.Job) bool {
+		return j.State == events.JobStopped && j.Reason == reencryptor.ReasonKeyRevoked
+	})
+	time.Sleep(2 * time.Second) // four rescans
+	if j, _ := s.jobs.Get(context.Background(), "rk", events.PurposeRotation); j.ID != stopped.ID || j.State != events.JobStopped {
+		t.Fatalf("after rescans: %+v", j)
+	}
+	s.setStatus("rk", oldKey, events.KeyStatusAvailable)
+	done := s.waitJob("rk", events.PurposeRotation, 30*time.Second, completedAndFinal)
+	if done.ID == stopped.ID || done.Done != 5 {
+		t.Fatalf("rotation after the key came back: %s done %d", done.ID, done.Done)
+	}
+}

@@ -332,6 +332,17 @@ func (w *Worker) planFor(ctx context.Context, tenantID string, purpose events.Re
 	return nil, nil
 }
 
+// anyRevoked reports whether one of tenantID's keys uris is revoked: a job
+// that needs it would only stop again.
+func (w *Worker) anyRevoked(tenantID string, uris []string) bool {
+	for _, u := range uris {
+		if w.keys.Status(tenantID, u) == events.KeyStatusRevoked {
+			return true
+		}
+	}
+	return false
+}
+
 // hasAny reports whether the source holds at least one asset of tenantID.
 func (w *Worker) hasAny(ctx context.Context, tenantID string, s Source) (bool, error) {
 	found := false
@@ -384,6 +395,10 @@ func (w *Worker) evaluateOne(ctx context.Context, tenantID string, purpose event
 	if job != nil && (!job.Terminal() || (job.State == events.JobCompleted && !job.Finalized)) {
 		w.start(ctx, job)
 		return nil
+	}
+	if job != nil && job.State == events.JobStopped && job.Reason == ReasonKeyRevoked &&
+		w.anyRevoked(tenantID, append([]string{job.ToKeyURI}, job.FromKeyURIs()...)) {
+		return nil // stopped, and stays so (one report) until the key is back
 	}
 	p, err := w.planFor(ctx, tenantID, purpose)
 	if err != nil || p == nil {
