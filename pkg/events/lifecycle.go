@@ -17,6 +17,7 @@ const (
 	TypeDeprovisionScheduled  = "dev.keyward.lifecycle.deprovision_scheduled.v1"
 	TypeDeprovisionCancelled  = "dev.keyward.lifecycle.deprovision_cancelled.v1"
 	TypeDeprovisionCompleted  = "dev.keyward.lifecycle.deprovision_completed.v1"
+	TypeKeyEnrolled           = "dev.keyward.lifecycle.key_enrolled.v1"
 )
 
 // MaxJobKeyURIs bounds the key URI lists of job and lifecycle events (a
@@ -107,6 +108,28 @@ type RotationStarted struct {
 	ToKeyVersion string    `json:"to_key_version"`
 	StartedAt    time.Time `json:"started_at"`
 }
+
+// KeyEnrolled is published by the enrollment service on
+// keyward.lifecycle.key_enrolled.<tenant> (stream KW_LIFECYCLE) once a key
+// added to the tenant (keyward tenant key add) passed its live round trip
+// and is stored. A rotation's new key is announced by RotationStarted
+// instead. Nats-Msg-Id is key_enrolled.<tenant>.<KW_TENANTS revision>.
+type KeyEnrolled struct {
+	TenantID string `json:"tenant_id"`
+	KeyURI   string `json:"key_uri"`
+	// Role is EnrolledPrimary or EnrolledReplica.
+	Role string `json:"role"`
+	// KeyVersion is the provider key version the enrollment probe used.
+	KeyVersion string    `json:"key_version"`
+	EnrolledAt time.Time `json:"enrolled_at"`
+}
+
+// The roles a key is enrolled in (KeyEnrolled.Role); the same words as
+// tenant.RolePrimary and tenant.RoleReplica.
+const (
+	EnrolledPrimary = "primary"
+	EnrolledReplica = "replica"
+)
 
 // RotationCompleted is published by the re-encryptor on
 // keyward.lifecycle.rotation_completed.<tenant> once every asset has moved
@@ -290,6 +313,19 @@ func (e *RotationStarted) Validate() error {
 	return v.err()
 }
 
+// Validate checks every field; the role is primary or replica.
+func (e *KeyEnrolled) Validate() error {
+	var v validator
+	v.add(ValidateTenantID(e.TenantID))
+	v.add(validateKeyURIField("key_uri", e.KeyURI))
+	if e.Role != EnrolledPrimary && e.Role != EnrolledReplica {
+		v.add(fieldErr("role", fmt.Sprintf("%q is not an enrollment role", clip(e.Role)), "use primary or replica"))
+	}
+	v.add(validateText("key_version", e.KeyVersion, 255, true))
+	v.time("enrolled_at", e.EnrolledAt)
+	return v.err()
+}
+
 // Validate checks every field; no retired key is the new key.
 func (e *RotationCompleted) Validate() error {
 	var v validator
@@ -361,6 +397,12 @@ func DecodeReencryptionCompleted(data []byte) (*ReencryptionCompleted, error) {
 // error matches ErrUndecodable or ErrInvalid.
 func DecodeRotationStarted(data []byte) (*RotationStarted, error) {
 	return decodeValidated[RotationStarted](TypeRotationStarted, data)
+}
+
+// DecodeKeyEnrolled decodes and validates a KeyEnrolled event. The error
+// matches ErrUndecodable or ErrInvalid.
+func DecodeKeyEnrolled(data []byte) (*KeyEnrolled, error) {
+	return decodeValidated[KeyEnrolled](TypeKeyEnrolled, data)
 }
 
 // DecodeRotationCompleted decodes and validates a RotationCompleted event.

@@ -25,6 +25,7 @@ func TestLifecycleSubjects(t *testing.T) {
 	}{
 		{events.SubjectReencryptProgress("acme"), "keyward.reencrypt.progress.acme"},
 		{events.SubjectReencryptCompleted("acme"), "keyward.reencrypt.completed.acme"},
+		{events.SubjectKeyEnrolled("acme"), "keyward.lifecycle.key_enrolled.acme"},
 		{events.SubjectRotationStarted("acme"), "keyward.lifecycle.rotation_started.acme"},
 		{events.SubjectRotationCompleted("acme"), "keyward.lifecycle.rotation_completed.acme"},
 		{events.SubjectDeprovisionScheduled("acme"), "keyward.lifecycle.deprovision_scheduled.acme"},
@@ -184,12 +185,13 @@ func TestLifecycleEventsValidate(t *testing.T) {
 	now := time.Date(2026, 11, 28, 10, 15, 0, 0, time.UTC)
 	completed := events.ReencryptionCompleted{TenantID: "acme", JobID: "j", Purpose: events.PurposeHeal, ToKeyURI: newKey,
 		FromKeyURIs: []string{"localkms:///fallback"}, Done: 1, StartedAt: now, CompletedAt: now.Add(time.Second)}
+	enrolled := events.KeyEnrolled{TenantID: "acme", KeyURI: newKey, Role: events.EnrolledReplica, KeyVersion: "1", EnrolledAt: now}
 	started := events.RotationStarted{TenantID: "acme", FromKeyURI: oldKey, ToKeyURI: newKey, ToKeyVersion: "1", StartedAt: now}
 	rotated := events.RotationCompleted{TenantID: "acme", JobID: "j", RetiredKeyURIs: []string{oldKey}, ToKeyURI: newKey, Assets: 3, CompletedAt: now}
 	scheduled := events.DeprovisionScheduled{TenantID: "acme", At: now, ScheduledAt: now.Add(time.Second)}
 	cancelled := events.DeprovisionCancelled{TenantID: "acme", At: now, CancelledAt: now}
 	deprovisioned := events.DeprovisionCompleted{TenantID: "acme", JobID: "j", KeyURIs: []string{oldKey, newKey}, Assets: 0, CompletedAt: now}
-	for _, v := range []interface{ Validate() error }{&completed, &started, &rotated, &scheduled, &cancelled, &deprovisioned} {
+	for _, v := range []interface{ Validate() error }{&completed, &enrolled, &started, &rotated, &scheduled, &cancelled, &deprovisioned} {
 		if err := v.Validate(); err != nil {
 			t.Errorf("%T: %v", v, err)
 		}
@@ -201,6 +203,12 @@ func TestLifecycleEventsValidate(t *testing.T) {
 		{"completed_at", func() *events.ReencryptionCompleted { e := completed; e.CompletedAt = now.Add(-time.Second); return &e }()},
 		{"from_key_uris", func() *events.ReencryptionCompleted { e := completed; e.FromKeyURIs = []string{}; return &e }()},
 		{"bytes", func() *events.ReencryptionCompleted { e := completed; e.Bytes = -5; return &e }()},
+		{"key_uri", func() *events.KeyEnrolled { e := enrolled; e.KeyURI = ""; return &e }()},
+		{"role", func() *events.KeyEnrolled { e := enrolled; e.Role = "retiring"; return &e }()},
+		{"role", func() *events.KeyEnrolled { e := enrolled; e.Role = ""; return &e }()},
+		{"key_version", func() *events.KeyEnrolled { e := enrolled; e.KeyVersion = ""; return &e }()},
+		{"enrolled_at", func() *events.KeyEnrolled { e := enrolled; e.EnrolledAt = time.Time{}; return &e }()},
+		{"tenant_id", func() *events.KeyEnrolled { e := enrolled; e.TenantID = "acme.>"; return &e }()},
 		{"to_key_uri", func() *events.RotationStarted { e := started; e.ToKeyURI = oldKey; return &e }()},
 		{"to_key_version", func() *events.RotationStarted { e := started; e.ToKeyVersion = ""; return &e }()},
 		{"started_at", func() *events.RotationStarted { e := started; e.StartedAt = time.Time{}; return &e }()},
@@ -327,6 +335,66 @@ func FuzzDecodeRotationStarted(f *testing.F) {
 		fuzzDecoder(t, data, events.DecodeRotationStarted, func(e *events.RotationStarted) string {
 			if e.FromKeyURI == e.ToKeyURI {
 				t.Fatalf("accepted a rotation from %q to itself", e.ToKeyURI)
+			}
+			return e.TenantID
+		})
+	})
+}
+
+// TestInvalidKeyEnrolledAgree: KeyEnrolled documents the schema rejects, Go
+// rejects too; both accept each role.
+func TestInvalidKeyEnrolledAgree(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{
+			"tenant_id": "acme", "key_uri": newKey, "role": "primary",
+			"key_version": "1", "enrolled_at": "2026-11-28T10:15:00Z",
+		}
+	}
+	cases := map[string]func(m map[string]any){
+		"retiring role":   func(m map[string]any) { m["role"] = "retiring" },
+		"empty role":      func(m map[string]any) { m["role"] = "" },
+		"missing role":    func(m map[string]any) { delete(m, "role") },
+		"empty key":       func(m map[string]any) { m["key_uri"] = "" },
+		"empty version":   func(m map[string]any) { m["key_version"] = "" },
+		"missing time":    func(m map[string]any) { delete(m, "enrolled_at") },
+		"bad time":        func(m map[string]any) { m["enrolled_at"] = "now" },
+		"tenant wildcard": func(m map[string]any) { m["tenant_id"] = "*" },
+		"unknown field":   func(m map[string]any) { m["revision"] = 3 },
+	}
+	sch, _ := compile(t, "key_enrolled.schema.json")
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := base()
+			mutate(m)
+			raw, _ := json.Marshal(m)
+			if err := sch.Validate(instance(t, raw)); err == nil {
+				t.Errorf("schema accepts %s", raw)
+			}
+			if _, err := events.DecodeKeyEnrolled(raw); err == nil {
+				t.Errorf("Go accepts %s", raw)
+			}
+		})
+	}
+	for _, role := range []string{events.EnrolledPrimary, events.EnrolledReplica} {
+		m := base()
+		m["role"] = role
+		raw, _ := json.Marshal(m)
+		if err := sch.Validate(instance(t, raw)); err != nil {
+			t.Errorf("schema rejects %s: %v", raw, err)
+		}
+		if _, err := events.DecodeKeyEnrolled(raw); err != nil {
+			t.Errorf("Go rejects %s: %v", raw, err)
+		}
+	}
+}
+
+func FuzzDecodeKeyEnrolled(f *testing.F) {
+	f.Add([]byte(`{"tenant_id":"acme","key_uri":"a","role":"replica","key_version":"1","enrolled_at":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"tenant_id":"acme","key_uri":"a","role":"retiring","key_version":""}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzDecoder(t, data, events.DecodeKeyEnrolled, func(e *events.KeyEnrolled) string {
+			if e.Role != events.EnrolledPrimary && e.Role != events.EnrolledReplica {
+				t.Fatalf("accepted role %q", e.Role)
 			}
 			return e.TenantID
 		})

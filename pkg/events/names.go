@@ -24,9 +24,9 @@ const (
 	// re-encryption jobs (ReencryptionProgress, ReencryptionCompleted),
 	// kept 30 days.
 	StreamReencrypt = "KW_REENCRYPT"
-	// StreamLifecycle holds a tenant's key lifecycle events: rotation
-	// started and completed, deprovisioning scheduled, cancelled and
-	// completed; retained like KW_KEYS for audit and replay.
+	// StreamLifecycle holds a tenant's key lifecycle events: key enrolled,
+	// rotation started and completed, deprovisioning scheduled, cancelled
+	// and completed; retained like KW_KEYS for audit and replay.
 	StreamLifecycle = "KW_LIFECYCLE"
 
 	// BucketStaging is the Object Store bucket producers stage plaintext in.
@@ -74,6 +74,7 @@ const (
 	prefixDeprovisionScheduled = "keyward.lifecycle.deprovision_scheduled."
 	prefixDeprovisionCancelled = "keyward.lifecycle.deprovision_cancelled."
 	prefixDeprovisionCompleted = "keyward.lifecycle.deprovision_completed."
+	prefixKeyEnrolled          = "keyward.lifecycle.key_enrolled."
 )
 
 // Wildcard subjects, for stream definitions and subscriptions.
@@ -93,7 +94,7 @@ const (
 	SubjectReencryptCompletedAll = prefixReencryptCompleted + "*"
 	// SubjectReencryptAll is every re-encryption job event of every tenant.
 	SubjectReencryptAll = "keyward.reencrypt.>"
-	// SubjectLifecycleAll is every lifecycle event (rotation,
+	// SubjectLifecycleAll is every lifecycle event (enrollment, rotation,
 	// deprovisioning) of every tenant: keyward.lifecycle.<event>.<tenant>.
 	SubjectLifecycleAll = "keyward.lifecycle.>"
 	// SubjectLifecycleEvents is the subject filter of stream KW_LIFECYCLE:
@@ -119,6 +120,9 @@ func SubjectRotationStarted(tenant string) string { return prefixRotationStarted
 
 // SubjectRotationCompleted is where RotationCompleted is published for tenant.
 func SubjectRotationCompleted(tenant string) string { return prefixRotationCompleted + tenant }
+
+// SubjectKeyEnrolled is where KeyEnrolled is published for tenant.
+func SubjectKeyEnrolled(tenant string) string { return prefixKeyEnrolled + tenant }
 
 // SubjectDeprovisionScheduled is where DeprovisionScheduled is published.
 func SubjectDeprovisionScheduled(tenant string) string {
