@@ -164,11 +164,15 @@ func TestRotate(t *testing.T) {
 		t.Errorf("CoveredSince moved to %v", after.CoveredSince())
 	}
 
+	// KeyEnrolled of the first key, then RotationStarted.
 	msgs := r.lifecycleMsgs()
-	if len(msgs) != 1 {
-		t.Fatalf("%d lifecycle messages, want 1", len(msgs))
+	if len(msgs) != 2 {
+		t.Fatalf("%d lifecycle messages, want 2", len(msgs))
 	}
-	m := msgs[0]
+	if msgs[0].Subject != events.SubjectKeyEnrolled("acme") {
+		t.Errorf("first message on %s, want %s", msgs[0].Subject, events.SubjectKeyEnrolled("acme"))
+	}
+	m := msgs[1]
 	if m.Subject != events.SubjectRotationStarted("acme") || m.Header.Get(events.HeaderMsgID) != "rotation_started.acme."+itoa(resp.Revision) ||
 		m.Header.Get(events.HeaderCEType) != events.TypeRotationStarted {
 		t.Errorf("message %s %v", m.Subject, m.Header)
@@ -299,6 +303,10 @@ func TestDeprovisionScheduleAndCancel(t *testing.T) {
 	}
 
 	msgs := r.lifecycleMsgs()
+	if len(msgs) != 4 || msgs[0].Subject != events.SubjectKeyEnrolled("acme") {
+		t.Fatalf("%d lifecycle messages, want KeyEnrolled and 3 more", len(msgs))
+	}
+	msgs = msgs[1:]
 	wantSubjects := []string{events.SubjectDeprovisionScheduled("acme"), events.SubjectDeprovisionScheduled("acme"), events.SubjectDeprovisionCancelled("acme")}
 	wantIDs := []string{"deprovision_scheduled.acme." + itoa(resp.Revision), "deprovision_scheduled.acme." + itoa(resp2.Revision), "deprovision_cancelled.acme." + itoa(resp3.Revision)}
 	if len(msgs) != 3 {
@@ -404,8 +412,9 @@ func TestDeprovisionRefusals(t *testing.T) {
 	if _, err := r.client.Do(context.Background(), enroll.Request{Op: "delete", TenantID: "hooli"}); asRefusal(t, err) == nil || asRefusal(t, err).Code != enroll.CodeInvalidRequest {
 		t.Fatalf("unknown op: %v", err)
 	}
-	if len(r.lifecycleMsgs()) != 0 {
-		t.Errorf("refusals published lifecycle events")
+	// Only the enrollment of hooli published something.
+	if msgs := r.lifecycleMsgs(); len(msgs) != 1 || msgs[0].Subject != events.SubjectKeyEnrolled("hooli") {
+		t.Errorf("refusals published lifecycle events: %d messages", len(msgs))
 	}
 }
 
@@ -416,5 +425,61 @@ func TestEnrollWithoutOpIsAdd(t *testing.T) {
 	m, err := r.client.Do(context.Background(), enroll.Request{TenantID: "acme", KeyURI: uri})
 	if err != nil || m.Key == nil || m.Key.Role != tenant.RolePrimary {
 		t.Fatalf("%+v, %v", m, err)
+	}
+}
+
+// A key added is announced by KeyEnrolled with the stored enrollment time
+// and the revision in its message id; a refused add publishes nothing.
+func TestEnrollPublishesKeyEnrolled(t *testing.T) {
+	r := newLifecycleRig(t)
+	r.clock.set(t0.Add(1500 * time.Millisecond))
+	uri := r.key("p.key")
+	resp, e := r.add("acme", uri, "")
+	if e != nil {
+		t.Fatal(e)
+	}
+	if resp.Warning != "" {
+		t.Errorf("warning %q", resp.Warning)
+	}
+	if _, e := r.add("acme", uri, tenant.RoleReplica); e == nil {
+		t.Fatal("enrolling a key twice was accepted")
+	}
+	msgs := r.lifecycleMsgs()
+	if len(msgs) != 1 {
+		t.Fatalf("%d lifecycle messages, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.Subject != events.SubjectKeyEnrolled("acme") || m.Header.Get(events.HeaderMsgID) != "key_enrolled.acme."+itoa(resp.Revision) ||
+		m.Header.Get(events.HeaderCEType) != events.TypeKeyEnrolled {
+		t.Errorf("message %s %v", m.Subject, m.Header)
+	}
+	ev, err := events.DecodeKeyEnrolled(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := events.KeyEnrolled{TenantID: "acme", KeyURI: uri, Role: events.EnrolledPrimary, KeyVersion: resp.KeyVersion, EnrolledAt: t0.Add(time.Second)}
+	if *ev != want || !ev.EnrolledAt.Equal(resp.Key.EnrolledAt) {
+		t.Errorf("event %+v, want %+v (stored enrollment time %v)", *ev, want, resp.Key.EnrolledAt)
+	}
+}
+
+// When KW_LIFECYCLE cannot take the event, the key stays enrolled and the
+// response carries a warning naming the event and the revision.
+func TestEnrollPublishFailureIsAWarning(t *testing.T) {
+	r := newLifecycleRig(t)
+	if err := r.js.DeleteStream(context.Background(), events.StreamLifecycle); err != nil {
+		t.Fatal(err)
+	}
+	uri := r.key("p.key")
+	resp, e := r.add("acme", uri, "")
+	if e != nil {
+		t.Fatal(e)
+	}
+	if !strings.Contains(resp.Warning, "revision "+itoa(resp.Revision)) || !strings.Contains(resp.Warning, events.TypeKeyEnrolled) ||
+		!strings.Contains(resp.Warning, "only the notification is missing") {
+		t.Errorf("warning %q", resp.Warning)
+	}
+	if c := r.get("acme"); len(c.Keys) != 1 || c.Keys[0].URI != uri || c.Revision != resp.Revision {
+		t.Errorf("stored %+v", c)
 	}
 }

@@ -149,7 +149,10 @@ func fail(code, format string, args ...any) *Response {
 }
 
 // Enroll validates, probes and stores one key. It is what the request-reply
-// handler runs, exported for in-process use.
+// handler runs, exported for in-process use. Once the key is stored,
+// KeyEnrolled is published on KW_LIFECYCLE with Nats-Msg-Id
+// key_enrolled.<tenant>.<revision> (retried a few times; a failure is
+// Response.Warning, the key stays enrolled).
 func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 	if err := events.ValidateTenantID(req.TenantID); err != nil {
 		return fail(CodeInvalidRequest, "%v", err)
@@ -221,11 +224,19 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 	if s.stored != nil {
 		s.stored(ctx, req.TenantID, stored.Revision)
 	}
-	s.log.Info("key enrolled", "tenant_id", req.TenantID, "key_uri", uri, "role", role, "key_version", probe.KeyVersion)
-	return &Response{
+	resp := &Response{
 		Key: &enrolled, Revision: stored.Revision, KeyVersion: probe.KeyVersion,
 		Identities: s.platform.Identities(key), Probe: probe.Millis,
 	}
+	resp.Warning = s.publish(ctx, "key", stored.Revision, events.Outgoing{
+		Subject: events.SubjectKeyEnrolled(req.TenantID),
+		MsgID:   lifecycleMsgID("key_enrolled", req.TenantID, stored.Revision),
+		Type:    events.TypeKeyEnrolled,
+		Event: &events.KeyEnrolled{TenantID: req.TenantID, KeyURI: uri, Role: string(role),
+			KeyVersion: probe.KeyVersion, EnrolledAt: enrolled.EnrolledAt},
+	})
+	s.log.Info("key enrolled", "tenant_id", req.TenantID, "key_uri", uri, "role", role, "key_version", probe.KeyVersion, "revision", stored.Revision)
+	return resp
 }
 
 // checkKeyURI parses a key URI and checks this deployment can use it: a
