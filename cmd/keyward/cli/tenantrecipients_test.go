@@ -1,0 +1,154 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward/pkg/tenant"
+)
+
+// recipientsChange is what tenant recipients add and remove print with --json.
+type recipientsChange struct {
+	TenantID   string   `json:"tenant_id"`
+	Revision   uint64   `json:"revision"`
+	Recipients []string `json:"recipients"`
+	Changed    []string `json:"changed"`
+	Unchanged  []string `json:"unchanged"`
+}
+
+func TestTenantRecipients(t *testing.T) {
+	d := startDev(t, filepath.Join(t.TempDir(), "data"))
+	url := d.URL()
+	// change runs a --json add or remove and decodes what it prints.
+	change := func(args ...string) recipientsChange {
+		t.Helper()
+		r := run(t, url, "", append([]string{"--json", "tenant", "recipients"}, args...)...)
+		var ch recipientsChange
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch.TenantID != "demo" || ch.Recipients == nil || ch.Changed == nil {
+			t.Fatalf("%v: %+v", args, r)
+		}
+		return ch
+	}
+	list := func() []string {
+		t.Helper()
+		r := run(t, url, "", "--json", "tenant", "recipients", "list", "--tenant", "demo")
+		var got []string
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil || got == nil {
+			t.Fatalf("recipients list --json: %+v", r)
+		}
+		return got
+	}
+
+	// keyward dev's demo tenant starts with one recipient.
+	r := run(t, url, "", "tenant", "recipients", "list", "--tenant", "demo")
+	if r.code != 0 || r.stdout != "security@demo.example\n" {
+		t.Fatalf("list: %+v", r)
+	}
+
+	// Adding what is listed already (in any case) is a note and writes
+	// nothing.
+	before := change("add", "--tenant", "demo", "SECURITY@demo.example")
+	if len(before.Changed) != 0 || !slices.Equal(before.Unchanged, []string{"security@demo.example"}) || before.Revision == 0 {
+		t.Fatalf("add of a listed address: %+v", before)
+	}
+
+	// Add two, one of them listed already in another case.
+	r = run(t, url, "", "tenant", "recipients", "add", "--tenant", "demo", "oncall@demo.example", "Security@Demo.example", "ciso@demo.example")
+	if r.code != 0 {
+		t.Fatalf("add: %+v", r)
+	}
+	for _, want := range []string{
+		"security@demo.example is already a recipient of tenant demo: nothing to add",
+		"added oncall@demo.example",
+		"added ciso@demo.example",
+		"tenant demo has 3 recipients (revision ",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("add output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if got, want := list(), []string{"security@demo.example", "oncall@demo.example", "ciso@demo.example"}; !slices.Equal(got, want) {
+		t.Fatalf("after add: %v, want %v", got, want)
+	}
+	// Revisions are KW_TENANTS sequence numbers: the add wrote one, adding
+	// again writes none.
+	again := change("add", "--tenant", "demo", "ONCALL@demo.example")
+	if again.Revision <= before.Revision || len(again.Changed) != 0 || !strings.Contains(r.stdout, "(revision "+strconv.FormatUint(again.Revision, 10)+")") {
+		t.Fatalf("idempotent add after %q: %+v", r.stdout, again)
+	}
+
+	// Addresses tenant validation refuses: every one named with its fix,
+	// usage status, nothing changed.
+	long := strings.Repeat("a", tenant.MaxRecipientLen) + "@demo.example"
+	r = run(t, url, "", "tenant", "recipients", "add", "--tenant", "demo", "Bob <bob@demo.example>", "not an address", "ok@demo.example", long)
+	if r.code != 2 {
+		t.Fatalf("add of bad addresses: %+v", r)
+	}
+	for _, want := range []string{
+		`"Bob <bob@demo.example>" is not a bare email address: write only the address, without a display name`,
+		`"not an address" is not an email address: write it as name@example.com`,
+		"more than 254: use a shorter address",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "ok@demo.example") || slices.Contains(list(), "ok@demo.example") {
+		t.Errorf("a refused add: %+v, recipients %v", r, list())
+	}
+
+	// Remove matches regardless of case; an address not listed is an error
+	// and nothing is removed.
+	r = run(t, url, "", "tenant", "recipients", "remove", "--tenant", "demo", "oncall@demo.example", "nobody@demo.example")
+	if r.code != 1 || !strings.Contains(r.stderr, "nobody@demo.example is not a recipient of tenant demo") ||
+		!strings.Contains(r.stderr, "nothing was removed") {
+		t.Fatalf("remove of an absent address: %+v", r)
+	}
+	if len(list()) != 3 {
+		t.Fatalf("a refused remove removed something: %v", list())
+	}
+	r = run(t, url, "", "tenant", "recipients", "remove", "--tenant", "demo", "OnCall@Demo.Example")
+	if r.code != 0 || !strings.Contains(r.stdout, "removed oncall@demo.example") || !strings.Contains(r.stdout, "tenant demo has 2 recipients") {
+		t.Fatalf("remove: %+v", r)
+	}
+	ch := change("remove", "--tenant", "demo", "security@demo.example", "ciso@demo.example")
+	if len(ch.Recipients) != 0 || !slices.Equal(ch.Changed, []string{"security@demo.example", "ciso@demo.example"}) || ch.Revision <= again.Revision {
+		t.Fatalf("remove --json: %+v", ch)
+	}
+	r = run(t, url, "", "tenant", "recipients", "list", "--tenant", "demo")
+	if r.code != 0 || r.stdout != "" || !strings.Contains(r.stderr, "tenant demo has no recipients") {
+		t.Fatalf("list of none: %+v", r)
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("list --json of none: %v", got)
+	}
+	r = run(t, url, "", "tenant", "recipients", "remove", "--tenant", "demo", "security@demo.example")
+	if r.code != 1 || !strings.Contains(r.stderr, "it has none") {
+		t.Fatalf("remove from none: %+v", r)
+	}
+
+	// Unknown and malformed tenants, missing addresses.
+	for _, args := range [][]string{
+		{"list", "--tenant", "globex"},
+		{"add", "--tenant", "globex", "a@globex.example"},
+		{"remove", "--tenant", "globex", "a@globex.example"},
+	} {
+		r = run(t, url, "", append([]string{"tenant", "recipients"}, args...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, "tenant globex is not configured") || !strings.Contains(r.stderr, "keyward tenant key add --tenant globex") {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	if r = run(t, url, "", "tenant", "recipients", "add", "--tenant", "Demo", "a@demo.example"); r.code != 2 || !strings.Contains(r.stderr, "--tenant") {
+		t.Errorf("bad tenant: %+v", r)
+	}
+	if r = run(t, url, "", "tenant", "recipients", "add", "--tenant", "demo"); r.code != 2 || !strings.Contains(r.stderr, "at least one email address") {
+		t.Errorf("no address: %+v", r)
+	}
+	if r = run(t, url, "", "tenant", "recipients", "list", "--tenant", "demo", "x@demo.example"); r.code == 0 {
+		t.Errorf("list with an argument: %+v", r)
+	}
+}
