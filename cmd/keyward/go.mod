@@ -12,6 +12,8 @@ require (
 	golang.org/x/term v0.48.0
 )
 
+require github.com/wneessen/go-mail v0.8.1 // indirect
+
 require (
 	github.com/Azure/azure-sdk-for-go/sdk/azcore v1.24.0 // indirect
 	github.com/Azure/azure-sdk-for-go/sdk/azidentity v1.15.0 // indirect
@@ -53,6 +55,7 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/jmespath/go-jmespath v0.4.0 // indirect
 	github.com/keyward/keyward/services/key-health-monitor v0.0.0
+	github.com/keyward/keyward/services/notifier v0.0.0
 	github.com/keyward/keyward/services/re-encryptor v0.0.0
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/konsorten/go-windows-terminal-sequences v1.0.2 // indirect
@@ -109,3 +112,5 @@ replace (
 replace github.com/keyward/keyward/services/key-health-monitor => ../../services/key-health-monitor
 
 replace github.com/keyward/keyward/services/re-encryptor => ../../services/re-encryptor
+
+replace github.com/keyward/keyward/services/notifier => ../../services/notifier

@@ -38,6 +38,12 @@ const (
 	// ReasonMaxDeliveries: a transient failure persisted through every
 	// allowed delivery.
 	ReasonMaxDeliveries Reason = "max_deliveries"
+	// ReasonMailRecipientRejected: the SMTP server refused a notification's
+	// recipient for good (the other recipients were sent to).
+	ReasonMailRecipientRejected Reason = "mail_recipient_rejected"
+	// ReasonTemplateFailed: a notification could not be rendered from the
+	// event (missing or invalid data for its template).
+	ReasonTemplateFailed Reason = "template_failed"
 	// ReasonOther: anything not covered by a more specific reason.
 	ReasonOther Reason = "other"
 )

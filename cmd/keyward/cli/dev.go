@@ -29,6 +29,7 @@ import (
 	"github.com/keyward/keyward/pkg/kms/kmstest/ociemu"
 	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/ledger"
+	"github.com/keyward/keyward/pkg/mail"
 	"github.com/keyward/keyward/pkg/natsembed"
 	"github.com/keyward/keyward/pkg/platform"
 	"github.com/keyward/keyward/pkg/svc"
@@ -36,6 +37,7 @@ import (
 	"github.com/keyward/keyward/pkg/tenant"
 	"github.com/keyward/keyward/services/encryptor/encryptor"
 	"github.com/keyward/keyward/services/key-health-monitor/monitor"
+	"github.com/keyward/keyward/services/notifier/notifier"
 	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
 )
 
@@ -67,6 +69,13 @@ type DevOptions struct {
 	// Reencryptor tunes the re-encryptor (zero: production defaults;
 	// keys, logger and meter provider are set by StartDev).
 	Reencryptor reencryptor.Options
+	// SMTPURL sends the notifier's email through an SMTP server (as
+	// KEYWARD_SMTP_URL); empty writes each email as an .eml file under
+	// DataDir/mail. MailOptions tune the SMTP sender (tests: TLS roots).
+	SMTPURL     string
+	MailOptions []mail.Option
+	// Notifier tunes the notifier (From defaults to keyward@localhost).
+	Notifier notifier.Options
 	// ReencryptorRateShare is the share of each endpoint's default KMS
 	// rate limit the re-encryptor's client may use (0: the default,
 	// reencryptor.DefaultKMSRateShare; negative: unlimited). Benchmarks.
@@ -101,6 +110,10 @@ type Dev struct {
 	// its own ledger and its own rate-limited KMS client (ReencryptorKMS).
 	Reencryptor    *reencryptor.Worker
 	ReencryptorKMS *kms.Client
+	// Notifier emails each tenant's recipients (MailDir holds the .eml
+	// files when no SMTP URL is given).
+	Notifier *notifier.Worker
+	MailDir  string
 	// AWS, OCI and Azure are the emulated cloud KMSs, with one demo tenant
 	// each (DemoTenantAWS, DemoTenantOCI, DemoTenantAzure).
 	AWS   *awsemu.Emulator
@@ -116,6 +129,9 @@ type Dev struct {
 	done          chan error // the encryptor's Run
 	monitorDone   chan error // the monitor's Run
 	reDone        chan error // the re-encryptor's Run
+	notifierDone  chan error // the notifier's Run
+	notifierStore *notifier.Store
+	mailSender    mail.Sender
 }
 
 // DemoTenant is the tenant `keyward dev` creates.
@@ -266,6 +282,33 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	}
 	d.reDone = make(chan error, 1)
 	go func() { d.reDone <- d.Reencryptor.Run(runCtx) }()
+
+	// The notifier: SMTP when a URL is given, else .eml files.
+	if d.mailSender, err = notifier.NewSender(o.SMTPURL, dataDir, o.MailOptions...); err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
+	if o.SMTPURL == "" {
+		d.MailDir = filepath.Join(dataDir, "mail")
+	}
+	if d.notifierStore, err = notifier.OpenStore(filepath.Join(dataDir, "notifier", "notifier.db")); err != nil {
+		return nil, err
+	}
+	no := o.Notifier
+	no.AllowLocalCustomerKeys = true
+	if no.From == "" {
+		no.From = "Keyward dev <keyward@localhost>"
+	}
+	if no.Logger == nil {
+		no.Logger = o.Logger
+	}
+	if no.MeterProvider == nil {
+		no.MeterProvider = mp
+	}
+	if d.Notifier, err = notifier.New(runCtx, notifier.Deps{NC: d.NC, JS: d.JS, Sender: d.mailSender, Store: d.notifierStore}, no); err != nil {
+		return nil, err
+	}
+	d.notifierDone = make(chan error, 1)
+	go func() { d.notifierDone <- d.Notifier.Run(runCtx) }()
 	if err := waitReady(30*time.Second, d.Encryptor.Ready, d.done, "encryptor"); err != nil {
 		return nil, err
 	}
@@ -273,6 +316,9 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		return nil, err
 	}
 	if err := waitReady(30*time.Second, d.Reencryptor.Ready, d.reDone, "re-encryptor"); err != nil {
+		return nil, err
+	}
+	if err := waitReady(30*time.Second, d.Notifier.Ready, d.notifierDone, "notifier"); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -310,6 +356,9 @@ func (d *Dev) Stop() {
 		if d.reDone != nil {
 			<-d.reDone
 		}
+		if d.notifierDone != nil {
+			<-d.notifierDone
+		}
 		d.cancel = nil
 	}
 	if d.breakerEvents != nil {
@@ -321,6 +370,12 @@ func (d *Dev) Stop() {
 	}
 	if d.reLedger != nil {
 		d.reLedger.Close()
+	}
+	if d.notifierStore != nil {
+		d.notifierStore.Close()
+	}
+	if d.mailSender != nil {
+		d.mailSender.Close()
 	}
 	if d.NC != nil {
 		d.NC.Drain()
@@ -420,6 +475,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 			tel.AddReadyCheck("encryptor", func(context.Context) error { return d.Encryptor.Ready() })
 			tel.AddReadyCheck("key-health-monitor", func(context.Context) error { return d.Monitor.Ready() })
 			tel.AddReadyCheck("re-encryptor", func(context.Context) error { return d.Reencryptor.Ready() })
+			tel.AddReadyCheck("notifier", func(context.Context) error { return d.Notifier.Ready() })
 			httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopHTTP()
 			if o.HTTPAddr != "" {
@@ -439,6 +495,8 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 	f.StringVar(&o.DataDir, "data-dir", envOr(a.Getenv, "KEYWARD_DATA_DIR", ".keyward"), "where NATS data, keys and ledgers live (env KEYWARD_DATA_DIR)")
 	f.StringVar(&o.Host, "host", "127.0.0.1", "address NATS listens on")
 	f.IntVar(&o.Port, "port", 4222, "port NATS listens on (0: any free port)")
+	f.StringVar(&o.SMTPURL, "smtp-url", envOr(a.Getenv, "KEYWARD_SMTP_URL", ""), "send the notifier's email through this SMTP server, e.g. smtp://localhost:1025?tls=none (default: .eml files under the data dir's mail/) (env KEYWARD_SMTP_URL)")
+	f.StringVar(&o.Notifier.From, "mail-from", envOr(a.Getenv, "KEYWARD_MAIL_FROM", "Keyward dev <keyward@localhost>"), "sender address of the notifier's email (env KEYWARD_MAIL_FROM)")
 	f.StringVar(&o.HTTPAddr, "http-addr", envOr(a.Getenv, "KEYWARD_HTTP_ADDR", "127.0.0.1:9464"), "address of /healthz, /readyz and /metrics; empty disables (env KEYWARD_HTTP_ADDR)")
 	f.Var(portsFlag{&o.EmulatorPorts}, "emulator-ports", "ports of the AWS, OCI and Azure KMS emulators (default 4566,4567,4568)")
 	f.StringVar(&logLevel, "log-level", envOr(a.Getenv, "KEYWARD_LOG_LEVEL", "info"), "debug, info, warn or error (env KEYWARD_LOG_LEVEL)")
@@ -453,6 +511,11 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "  workers     encryptor (consumer %q on %s), key broker (%s)\n", events.ConsumerEncryptor, events.StreamIngest, events.SubjectKeyUnwrapAll)
 	fmt.Fprintf(w, "              key-health-monitor (KeyStatusChanged on %s, current status in KV %s)\n", events.SubjectKeyStatusAll, events.BucketKeyStatus)
 	fmt.Fprintf(w, "              re-encryptor (heal, rotation, deprovisioning jobs in KV %s; progress on %s)\n", events.BucketReencryptJobs, events.SubjectReencryptAll)
+	if d.MailDir != "" {
+		fmt.Fprintf(w, "              notifier (email to each tenant's recipients, written as .eml files under %s)\n", d.MailDir)
+	} else {
+		fmt.Fprintf(w, "              notifier (email to each tenant's recipients through %s)\n", redactedSMTP(o.SMTPURL))
+	}
 	if d.Breakers != nil {
 		fmt.Fprintf(w, "              a circuit breaker per KMS endpoint (BreakerStateChanged on %s)\n", events.SubjectBreakerAll)
 	}
@@ -589,4 +652,12 @@ func (a *App) devKeyCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", envOr(a.Getenv, "KEYWARD_DATA_DIR", ".keyward"), "the data dir of keyward dev (env KEYWARD_DATA_DIR)")
 	return cmd
+}
+
+func redactedSMTP(raw string) string {
+	c, err := mail.ParseURL(raw)
+	if err != nil {
+		return "SMTP"
+	}
+	return c.Redacted()
 }
