@@ -96,14 +96,15 @@ func ParseURL(raw string) (Config, error) {
 	if strings.Contains(rest, "#") {
 		return Config{}, errors.New("mail: SMTP URL has a #fragment: remove it (percent-encode # in a password as %23)")
 	}
-	rest, query, _ := strings.Cut(rest, "?")
-	// The userinfo ends at the last "@": an unencoded "@" in a password is a
-	// common mistake and would otherwise leak password text into the host.
+	// The userinfo ends at the last "@" (no option value contains one), and
+	// is cut off before anything else: an unencoded "@", "?" or "/" in a
+	// password must not move password text into a part an error quotes.
 	var userinfo string
 	hasUser := false
 	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
 		userinfo, rest, hasUser = rest[:i], rest[i+1:], true
 	}
+	rest, query, _ := strings.Cut(rest, "?")
 	hostport, path, _ := strings.Cut(rest, "/")
 	if path != "" {
 		return Config{}, fmt.Errorf("mail: SMTP URL path %q: remove it, an SMTP URL ends after host:port (options go in ?tls=, ?auth=, ?pool=)", "/"+path)
@@ -166,8 +167,12 @@ func (c *Config) parseHostPort(hostport string) error {
 	if host == "" {
 		return errors.New("mail: SMTP URL host is empty: want smtp://host:587")
 	}
-	if strings.ContainsAny(host, " \t\r\n%") {
-		return fmt.Errorf("mail: SMTP URL host %q: must not contain spaces or percent signs", host)
+	if _, err := netip.ParseAddr(host); err != nil || strings.Contains(host, "%") {
+		if !validHostname(host) {
+			return fmt.Errorf("mail: SMTP URL host %q: want a DNS name (letters, digits, '-', '.') or an IP address", host)
+		}
+	} else if strings.Contains(host, ":") && !strings.HasPrefix(hostport, "[") {
+		return fmt.Errorf("mail: SMTP URL host %q: write an IPv6 address in brackets, e.g. [::1]:587", hostport)
 	}
 	c.Host = host
 	if port != "" {
@@ -290,6 +295,19 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("mail: SMTP pool size %d: want 1 to %d", c.PoolSize, MaxPoolSize))
 	}
 	return errors.Join(errs...)
+}
+
+func validHostname(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func isLoopback(host string) bool {

@@ -12,7 +12,7 @@
 //	...?pool=4                                     connections kept open and reused (default 2, max 32)
 //
 // Reserved characters in the user or password are percent-encoded (@ is
-// %40). Errors from ParseURL name the part of the URL and the fix, and never
+// %40); the host is a DNS name or an IP address (IPv6 in brackets). Errors from ParseURL name the part of the URL and the fix, and never
 // contain the password; Config prints itself Redacted
 // (smtp://user:xxxxx@host:587?tls=starttls) through String, GoString and
 // slog's LogValue.
@@ -55,6 +55,6 @@
 // A *DeliveryError carries the step (Op), the SMTP reply Code and
 // EnhancedCode, so a dead letter can say why.
 //
-// Package smtptest runs a real in-process SMTP server (STARTTLS, AUTH PLAIN,
-// injectable rejections and outages) for tests.
+// Package smtptest runs a real in-process SMTP server (STARTTLS, implicit TLS
+// or plain text; AUTH PLAIN; injectable rejections and outages) for tests.
 package mail

@@ -75,7 +75,7 @@ func TestSendSTARTTLSAuth(t *testing.T) {
 	if ct := got.Header.Get("Content-Type"); !strings.HasPrefix(ct, "multipart/alternative") {
 		t.Errorf("Content-Type = %q, want multipart/alternative", ct)
 	}
-	if got.Text != strings.ReplaceAll(m.Text, "\n", "\r\n") && got.Text != m.Text {
+	if got.Text != m.Text {
 		t.Errorf("Text = %q, want %q", got.Text, m.Text)
 	}
 	if got.HTML != m.HTML {
@@ -336,5 +336,53 @@ func TestIsPermanent(t *testing.T) {
 		if got := mail.IsPermanent(tt.err); got != tt.want {
 			t.Errorf("IsPermanent(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestSendWithoutTLSToLoopback(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.WithoutTLS())
+	s := newSender(t, srv, srv.URL())
+	if s.Config().TLS != mail.TLSNone {
+		t.Fatalf("TLS = %q, want none", s.Config().TLS)
+	}
+	if _, err := s.Send(context.Background(), message("ops@example.com", "kw.plain@keyward")); err != nil {
+		t.Fatalf("Send err = %v", err)
+	}
+	srv.WaitMessages(t, 1, 5*time.Second)
+}
+
+// STARTTLS is mandatory: a server that does not offer it gets nothing, and
+// neither does one whose certificate is not trusted. Both are transient
+// (the configuration or the server needs fixing, the message is fine).
+func TestTLSFailuresAreTransient(t *testing.T) {
+	plain := smtptest.Start(t, smtptest.WithoutTLS())
+	s := newSender(t, plain, strings.Replace(plain.URL(), "tls=none", "tls=starttls", 1))
+	_, err := s.Send(context.Background(), message("ops@example.com", "kw.1@keyward"))
+	if err == nil || mail.IsPermanent(err) {
+		t.Errorf("Send to a server without STARTTLS err = %v, want transient", err)
+	}
+
+	srv := smtptest.Start(t)
+	cfg, _ := mail.ParseURL(srv.URL())
+	untrusting, err := mail.NewSMTP(cfg) // system roots: the self-signed cert fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer untrusting.Close()
+	_, err = untrusting.Send(context.Background(), message("ops@example.com", "kw.1@keyward"))
+	if err == nil || mail.IsPermanent(err) || errors.Is(err, mail.ErrAuth) {
+		t.Errorf("Send with an untrusted certificate err = %v, want transient", err)
+	}
+	if n := len(plain.Messages()) + len(srv.Messages()); n != 0 {
+		t.Errorf("servers got %d messages, want 0", n)
+	}
+}
+
+func TestNewSMTPRejectsInvalidConfig(t *testing.T) {
+	if _, err := mail.NewSMTP(mail.Config{Host: "mail.example.com", Port: 587, TLS: mail.TLSNone, PoolSize: 1}); err == nil {
+		t.Error("NewSMTP(tls=none to a remote host) err = nil")
+	}
+	if _, err := mail.NewSMTP(mail.Config{Host: "h", Port: 587, TLS: mail.TLSStartTLS, PoolSize: 1}, mail.WithTimeout(0)); err == nil {
+		t.Error("NewSMTP(timeout 0) err = nil")
 	}
 }

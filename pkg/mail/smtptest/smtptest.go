@@ -53,6 +53,7 @@ const (
 type config struct {
 	user, password string
 	implicitTLS    bool
+	noTLS          bool
 }
 
 // Option configures Start.
@@ -67,6 +68,10 @@ func WithUser(u string) Option { return func(c *config) { c.user = u } }
 // WithImplicitTLS makes the server speak TLS from the first byte (SMTPS)
 // instead of offering STARTTLS; URL then returns an smtps:// URL.
 func WithImplicitTLS() Option { return func(c *config) { c.implicitTLS = true } }
+
+// WithoutTLS makes the server offer no STARTTLS and accept AUTH PLAIN in
+// plain text; URL then ends in ?tls=none (allowed for 127.0.0.1 only).
+func WithoutTLS() Option { return func(c *config) { c.noTLS = true } }
 
 // Received is one message the server accepted.
 type Received struct {
@@ -84,7 +89,8 @@ type Received struct {
 	MessageID string
 	// Date is the parsed Date header, zero if absent or invalid.
 	Date time.Time
-	// Text and HTML are the decoded text/plain and text/html parts.
+	// Text and HTML are the decoded text/plain and text/html parts, with
+	// CRLF line ends turned back into LF.
 	Text, HTML string
 	// ParseErr is why Data could not be parsed into the fields above.
 	ParseErr error
@@ -142,8 +148,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 // e.g. "smtp://keyward:secret@127.0.0.1:PORT?tls=starttls".
 func (s *Server) URL() string {
 	u := url.URL{Scheme: "smtp", User: url.UserPassword(s.cfg.user, s.cfg.password), Host: s.Addr, RawQuery: "tls=starttls"}
-	if s.cfg.implicitTLS {
+	switch {
+	case s.cfg.implicitTLS:
 		u.Scheme, u.RawQuery = "smtps", ""
+	case s.cfg.noTLS:
+		u.RawQuery = "tls=none"
 	}
 	return u.String()
 }
@@ -253,7 +262,11 @@ func (s *Server) listen(addr string) (net.Listener, error) {
 func (s *Server) serve(ln net.Listener) {
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = "localhost"
-	srv.TLSConfig = s.tlsConfig
+	if s.cfg.noTLS {
+		srv.AllowInsecureAuth = true
+	} else {
+		srv.TLSConfig = s.tlsConfig
+	}
 	srv.ReadTimeout = 30 * time.Second
 	srv.WriteTimeout = 30 * time.Second
 	srv.MaxMessageBytes = 10 << 20
@@ -403,11 +416,13 @@ func (rec *Received) walk(contentType, cte string, body io.Reader, depth int) er
 	if err != nil {
 		return fmt.Errorf("%s body: %w", mt, err)
 	}
+	// Text travels with CRLF line ends; give tests the LF the sender wrote.
+	text := strings.ReplaceAll(string(b), "\r\n", "\n")
 	switch mt {
 	case "text/plain":
-		rec.Text += string(b)
+		rec.Text += text
 	case "text/html":
-		rec.HTML += string(b)
+		rec.HTML += text
 	}
 	return nil
 }
