@@ -83,6 +83,9 @@ func decodeNotice(subject, eventID string, data []byte, cfg *tenant.Config) (*No
 		if err := check(e.TenantID); err != nil {
 			return nil, err
 		}
+		if e.Previous == "" && e.Status == events.KeyStatusAvailable {
+			return nil, nil // a new key's first status: KeyEnrolled told them
+		}
 		n.Kind, n.EventType, n.At = KindKeyStatus, events.TypeKeyStatusChanged, e.Since
 		n.KeyURI, n.Status, n.Previous, n.Reason = plainKey(e.KeyURI), string(e.Status), string(e.Previous), e.Reason
 		n.DigestKey = "status|" + n.KeyURI

@@ -163,6 +163,8 @@ func TestOutageAndRecovery(t *testing.T) {
 	s := newStack(t)
 	key := s.tenant("acme", "alice@acme.example", "bob@acme.example")
 	s.tenant("globex", "carol@globex.example")
+	// A new key's first status (no previous one) is not news: no email.
+	s.status("acme", key, "", events.KeyStatusAvailable, "ok")
 	down := s.status("acme", key, events.KeyStatusAvailable, events.KeyStatusUnavailable, "endpoint_unreachable")
 	s.status("acme", key, events.KeyStatusUnavailable, events.KeyStatusAvailable, "ok")
 	s.smtp.WaitMessages(t, 4, 10*time.Second)
