@@ -20,7 +20,8 @@ const (
 	TLSStartTLS TLSMode = "starttls"
 	// TLSImplicit speaks TLS from the first byte (SMTPS, usually port 465).
 	TLSImplicit TLSMode = "tls"
-	// TLSNone never encrypts. ParseURL allows it only for a loopback host.
+	// TLSNone never encrypts. ParseURL allows it with credentials only for
+	// a loopback host; without credentials, for any host (a local relay).
 	TLSNone TLSMode = "none"
 )
 
@@ -51,7 +52,7 @@ type Config struct {
 	Username, Password string
 
 	// TLS: TLSStartTLS (default for smtp://), TLSImplicit (smtps://,
-	// ?tls=tls, or smtp:// on port 465), TLSNone (?tls=none, loopback only).
+	// ?tls=tls, or smtp:// on port 465), TLSNone (?tls=none; with credentials, loopback only).
 	TLS TLSMode
 
 	// Auth is "plain" (default when a user is given), "login", "cram-md5", or
@@ -276,8 +277,11 @@ func (c Config) Validate() error {
 	switch c.TLS {
 	case TLSStartTLS, TLSImplicit:
 	case TLSNone:
-		if !isLoopback(c.Host) {
-			errs = append(errs, fmt.Errorf("mail: SMTP URL tls=none for host %q: plain text is allowed only to localhost; use tls=starttls or smtps://", c.Host))
+		// Credentials never cross the network in plain text; an
+		// unauthenticated relay on a private network (mailpit in
+		// docker-compose) may be reached without TLS.
+		if !isLoopback(c.Host) && (c.Username != "" || c.Auth != "") {
+			errs = append(errs, fmt.Errorf("mail: SMTP URL tls=none for host %q with credentials: a password goes in plain text only to localhost; use tls=starttls or smtps://", c.Host))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("mail: SMTP TLS mode %q: want starttls, tls or none", string(c.TLS)))

@@ -24,6 +24,7 @@ func TestParseURL(t *testing.T) {
 		{"smtp://127.0.0.1:1025?tls=none", Config{Host: "127.0.0.1", Port: 1025, TLS: TLSNone, PoolSize: 2}},
 		{"smtp://localhost?tls=none", Config{Host: "localhost", Port: 25, TLS: TLSNone, PoolSize: 2}},
 		{"smtp://[::1]:1025?tls=none", Config{Host: "::1", Port: 1025, TLS: TLSNone, PoolSize: 2}},
+		{"smtp://mailpit:1025?tls=none", Config{Host: "mailpit", Port: 1025, TLS: TLSNone, PoolSize: 2}},
 		{"smtp://u:p@[2001:db8::1]", Config{Host: "2001:db8::1", Port: 587, Username: "u", Password: "p", TLS: TLSStartTLS, Auth: AuthPlain, PoolSize: 2}},
 		{"smtp://u:p@h?auth=login&pool=5", Config{Host: "h", Port: 587, Username: "u", Password: "p", TLS: TLSStartTLS, Auth: AuthLogin, PoolSize: 5}},
 		{"smtp://u:p@h?auth=cram-md5", Config{Host: "h", Port: 587, Username: "u", Password: "p", TLS: TLSStartTLS, Auth: AuthCRAMMD5, PoolSize: 2}},

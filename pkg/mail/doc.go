@@ -7,7 +7,7 @@
 //	smtp://user:password@host:587                  STARTTLS (required), AUTH PLAIN
 //	smtp://user:password@host:587?tls=starttls     the same, explicit
 //	smtps://user:password@host:465                 implicit TLS (also ?tls=tls, or smtp:// on port 465)
-//	smtp://127.0.0.1:1025?tls=none                 no TLS: loopback hosts only (local relays, tests)
+//	smtp://127.0.0.1:1025?tls=none                 no TLS: with credentials loopback only; without, any host (a local relay such as mailpit)
 //	...?auth=login | auth=cram-md5 | auth=none      AUTH mechanism (default plain when a user is given)
 //	...?pool=4                                     connections kept open and reused (default 2, max 32)
 //

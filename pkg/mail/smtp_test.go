@@ -379,8 +379,8 @@ func TestTLSFailuresAreTransient(t *testing.T) {
 }
 
 func TestNewSMTPRejectsInvalidConfig(t *testing.T) {
-	if _, err := mail.NewSMTP(mail.Config{Host: "mail.example.com", Port: 587, TLS: mail.TLSNone, PoolSize: 1}); err == nil {
-		t.Error("NewSMTP(tls=none to a remote host) err = nil")
+	if _, err := mail.NewSMTP(mail.Config{Host: "mail.example.com", Port: 587, TLS: mail.TLSNone, Username: "u", Password: "p", Auth: mail.AuthPlain, PoolSize: 1}); err == nil {
+		t.Error("NewSMTP(tls=none with a password to a remote host) err = nil")
 	}
 	if _, err := mail.NewSMTP(mail.Config{Host: "h", Port: 587, TLS: mail.TLSStartTLS, PoolSize: 1}, mail.WithTimeout(0)); err == nil {
 		t.Error("NewSMTP(timeout 0) err = nil")

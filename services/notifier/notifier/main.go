@@ -124,11 +124,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	obs.Telemetry.AddReadyCheck("notifier", func(context.Context) error { return w.Ready() })
 	obs.Telemetry.AddReadyCheck("nats", svc.NATSReady(nc))
-	where := "SMTP " + cfg.SMTPURL
-	if cfg.SMTPURL == "" {
-		where = "files under " + filepath.Join(cfg.DataDir, "mail")
-	} else if c, err := mail.ParseURL(cfg.SMTPURL); err == nil {
-		where = "SMTP " + c.Redacted()
+	where := "files under " + filepath.Join(cfg.DataDir, "mail")
+	if cfg.SMTPURL != "" {
+		where = "SMTP (URL not shown)"
+		if c, err := mail.ParseURL(cfg.SMTPURL); err == nil {
+			where = "SMTP " + c.Redacted()
+		}
 	}
 	fmt.Fprintf(stdout, "keyward notifier %s: mail from %s via %s\n", svc.Version, cfg.From, where)
 	runErr := svc.RunUntilDrained(ctx, w.Run, cfg.ShutdownDeadline, nc, log)
