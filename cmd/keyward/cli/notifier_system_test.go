@@ -2,6 +2,9 @@ package cli_test
 
 import (
 	"context"
+	netmail "net/mail"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +96,54 @@ func waitTo(t *testing.T, smtp *smtptest.Server, rcpts []string, n int) {
 			t.Fatalf("timed out waiting for %d emails to each of %v; got %d in all", n, rcpts, len(smtp.Messages()))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// keyward dev without an SMTP URL writes each email as an .eml file under
+// the data dir: the demo key disabled, then enabled, is two emails to the
+// demo tenant's recipient once the monitor has confirmed each change.
+func TestDevWritesEmailFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	d, err := cli.StartDev(context.Background(), cli.DevOptions{DataDir: dir, Port: 0, KeyHealth: khFastMonitor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	if d.MailDir != filepath.Join(dir, "mail") {
+		t.Fatalf("mail dir %q", d.MailDir)
+	}
+	var files []string
+	for i, verb := range []string{"disable", "enable"} {
+		if r := run(t, d.URL(), "", "dev", "key", verb, "--data-dir", dir, "demo"); r.code != 0 {
+			t.Fatalf("dev key %s: %+v", verb, r)
+		}
+		for deadline := time.Now().Add(20 * time.Second); len(files) < i+1 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			files, _ = filepath.Glob(filepath.Join(d.MailDir, "*.eml"))
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	files, _ = filepath.Glob(filepath.Join(d.MailDir, "*.eml"))
+	if len(files) != 2 {
+		t.Fatalf("%d .eml files, want 2", len(files))
+	}
+	var subjects []string
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := netmail.ReadMessage(fh)
+		fh.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if a, err := netmail.ParseAddress(m.Header.Get("To")); err != nil || a.Address != "security@demo.example" || m.Header.Get("X-Keyward-Event") != events.TypeKeyStatusChanged {
+			t.Errorf("%s: To %q, event %q", f, m.Header.Get("To"), m.Header.Get("X-Keyward-Event"))
+		}
+		subjects = append(subjects, m.Header.Get("Subject"))
+	}
+	all := strings.Join(subjects, " | ")
+	if !strings.Contains(all, "is revoked") || !strings.Contains(all, "is available") {
+		t.Fatalf("subjects: %s", all)
 	}
 }
