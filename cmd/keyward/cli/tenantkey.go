@@ -67,6 +67,7 @@ before the fallback key.`,
 			if a.jsonOut {
 				return a.printJSON(resp)
 			}
+			warn(a.Stderr, resp.Warning)
 			w := a.Stdout
 			fmt.Fprintf(w, "enrolled %s for tenant %s as %s (key version %s, enrolled at %s)\n", resp.Key.URI, tenantID, resp.Key.Role, resp.KeyVersion, resp.Key.EnrolledAt.Format("2006-01-02T15:04:05Z"))
 			ops := make([]string, 0, len(resp.Probe))
