@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -103,4 +104,32 @@ func idPart(s string) string {
 		return b.String()[:24]
 	}
 	return b.String()
+}
+
+// Configured is a service's configuration: it embeds Common.
+type Configured interface{ Settings() *Common }
+
+// Settings returns c (so a configuration embedding Common is Configured).
+func (c *Common) Settings() *Common { return c }
+
+// Setup is the start of every service's Main: parse the configuration
+// (flags with environment fallbacks) and set up logging, metrics and
+// tracing. A parse error is returned wrapped in ErrUsage; -h returns a nil
+// *Observability and a nil error (Main then returns nil). The caller must
+// Shutdown the Observability.
+func Setup[C Configured](ctx context.Context, service string, parse func(args []string, getenv func(string) string, out io.Writer) (C, error),
+	args []string, getenv func(string) string, stderr io.Writer) (C, *Observability, error) {
+	var zero C
+	cfg, err := parse(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return zero, nil, nil
+	}
+	if err != nil {
+		return zero, nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	obs, err := Observe(ctx, service, Version, cfg.Settings().LogLevel, getenv, stderr)
+	if err != nil {
+		return zero, nil, err
+	}
+	return cfg, obs, nil
 }

@@ -65,3 +65,37 @@ func TestRunUntilDrained(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+type testConfig struct {
+	svc.Common
+	Name string
+}
+
+func TestSetup(t *testing.T) {
+	parse := func(args []string, getenv func(string) string, out io.Writer) (*testConfig, error) {
+		var c testConfig
+		f := svc.NewFlags("thing", getenv, out)
+		c.Common.Register(f, "thing")
+		f.String(&c.Name, "name", "KEYWARD_NAME", "", "a name")
+		if err := f.Parse(args); err != nil {
+			return nil, err
+		}
+		if c.Name == "" {
+			return &c, errors.New("KEYWARD_NAME (-name) is required")
+		}
+		return &c, nil
+	}
+	getenv := func(string) string { return "" }
+	cfg, obs, err := svc.Setup(context.Background(), "thing", parse, []string{"-name", "x", "-log-level", "warn"}, getenv, io.Discard)
+	if err != nil || obs == nil || cfg.Name != "x" || cfg.Settings().LogLevel != "warn" {
+		t.Fatalf("Setup = %+v, %v, %v", cfg, obs, err)
+	}
+	obs.Shutdown()
+	if _, obs, err := svc.Setup(context.Background(), "thing", parse, []string{"-h"}, getenv, io.Discard); err != nil || obs != nil {
+		t.Fatalf("-h: %v, %v", obs, err)
+	}
+	_, _, err = svc.Setup(context.Background(), "thing", parse, nil, getenv, io.Discard)
+	if !errors.Is(err, svc.ErrUsage) || !strings.Contains(err.Error(), "KEYWARD_NAME") || svc.ExitCode(err) != 2 {
+		t.Fatalf("missing flag: %v", err)
+	}
+}

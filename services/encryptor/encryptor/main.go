@@ -3,7 +3,6 @@ package encryptor
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -78,16 +77,9 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 
 // Main runs the encryptor process until ctx ends (SIGTERM), then drains.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := ParseConfig(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %w", svc.ErrUsage, err)
-	}
-	obs, err := svc.Observe(ctx, "encryptor", svc.Version, cfg.LogLevel, getenv, stderr)
-	if err != nil {
-		return err
+	cfg, obs, err := svc.Setup(ctx, "encryptor", ParseConfig, args, getenv, stderr)
+	if err != nil || obs == nil {
+		return err // obs is nil after -h
 	}
 	defer obs.Shutdown()
 	log := obs.Log

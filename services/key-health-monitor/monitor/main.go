@@ -119,16 +119,9 @@ func (c *Config) Options() Options {
 // drains: probes in progress finish, decided transitions are published,
 // the partitions are released for the other instances.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := ParseConfig(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %w", svc.ErrUsage, err)
-	}
-	obs, err := svc.Observe(ctx, "key-health-monitor", svc.Version, cfg.LogLevel, getenv, stderr)
-	if err != nil {
-		return err
+	cfg, obs, err := svc.Setup(ctx, "key-health-monitor", ParseConfig, args, getenv, stderr)
+	if err != nil || obs == nil {
+		return err // obs is nil after -h
 	}
 	defer obs.Shutdown()
 	log := obs.Log

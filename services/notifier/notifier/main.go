@@ -76,16 +76,9 @@ func NewSender(smtpURL, dataDir string, opts ...mail.Option) (mail.Sender, error
 
 // Main runs the notifier until ctx ends (SIGTERM), or a replay and exits.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := ParseConfig(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %w", svc.ErrUsage, err)
-	}
-	obs, err := svc.Observe(ctx, "notifier", svc.Version, cfg.LogLevel, getenv, stderr)
-	if err != nil {
-		return err
+	cfg, obs, err := svc.Setup(ctx, "notifier", ParseConfig, args, getenv, stderr)
+	if err != nil || obs == nil {
+		return err // obs is nil after -h
 	}
 	defer obs.Shutdown()
 	log := obs.Log

@@ -115,16 +115,9 @@ func RateLimitOptions(share float64) []kms.ClientOption {
 // Main runs the re-encryptor process until ctx ends (SIGTERM), then drains:
 // running jobs checkpoint and release their leases.
 func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := ParseConfig(args, getenv, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %w", svc.ErrUsage, err)
-	}
-	obs, err := svc.Observe(ctx, "re-encryptor", svc.Version, cfg.LogLevel, getenv, stderr)
-	if err != nil {
-		return err
+	cfg, obs, err := svc.Setup(ctx, "re-encryptor", ParseConfig, args, getenv, stderr)
+	if err != nil || obs == nil {
+		return err // obs is nil after -h
 	}
 	defer obs.Shutdown()
 	log := obs.Log
