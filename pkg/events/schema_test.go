@@ -56,6 +56,17 @@ var contracts = []contract{
 	validated[events.DeprovisionScheduled]("deprovision_scheduled.schema.json", "deprovision_scheduled.json"),
 	validated[events.DeprovisionCancelled]("deprovision_cancelled.schema.json", "deprovision_cancelled.json"),
 	validated[events.DeprovisionCompleted]("deprovision_completed.schema.json", "deprovision_completed.json"),
+	validated[events.CallAdmission]("call_admission.schema.json", "call_admission.json"),
+	validated[events.CallStarted]("call_started.schema.json", "call_started.json"),
+	validated[events.CallEnded]("call_ended.schema.json", "call_ended.json"),
+	validated[events.CallAction]("call_action.schema.json", "call_action.json"),
+	{
+		// A reply, not validated on receipt: it has no Validate.
+		schema:   "call_decision.schema.json",
+		examples: []string{"call_decision.json", "call_decision_error.json"},
+		newValue: func() any { return new(events.CallDecision) },
+		validate: func(any) error { return nil },
+	},
 	{
 		schema:   "dead_letter.schema.json",
 		examples: []string{"dead_letter.json"},
