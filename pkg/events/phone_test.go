@@ -326,3 +326,52 @@ func printableID(s string) bool {
 	}
 	return true
 }
+
+func TestPhoneSettingsChanged(t *testing.T) {
+	if got := events.SubjectPhoneSettingsChanged("acme"); got != "keyward.lifecycle.phone_settings_changed.acme" {
+		t.Errorf("subject = %q", got)
+	}
+	if got := events.PhoneSettingsChangedMsgID("acme", 42); got != "phone_settings_changed.acme.42" {
+		t.Errorf("msg id = %q", got)
+	}
+	now := time.Date(2026, 11, 28, 10, 15, 0, 0, time.UTC)
+	ok := events.PhoneSettingsChanged{TenantID: "acme", DropCalls: true, Previous: false, ChangedAt: now}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid: %v", err)
+	}
+	cases := []struct {
+		field  string
+		mutate func(e *events.PhoneSettingsChanged)
+	}{
+		{"tenant_id", func(e *events.PhoneSettingsChanged) { e.TenantID = "acme.*" }},
+		{"drop_calls", func(e *events.PhoneSettingsChanged) { e.Previous = true }},
+		{"changed_at", func(e *events.PhoneSettingsChanged) { e.ChangedAt = time.Time{} }},
+	}
+	for _, c := range cases {
+		e := ok
+		c.mutate(&e)
+		wantFieldError(t, e.Validate(), c.field)
+	}
+	// The schema refuses what Go refuses: no change is no event.
+	sch, _ := compile(t, "phone_settings_changed.schema.json")
+	for _, raw := range []string{
+		`{"tenant_id":"acme","drop_calls":true,"previous":true,"changed_at":"2026-11-28T10:15:00Z"}`,
+		`{"tenant_id":"acme","drop_calls":false,"previous":false,"changed_at":"2026-11-28T10:15:00Z"}`,
+		`{"tenant_id":"acme","drop_calls":"on","previous":false,"changed_at":"2026-11-28T10:15:00Z"}`,
+		`{"tenant_id":"acme","drop_calls":true,"previous":false,"changed_at":"now"}`,
+	} {
+		if err := sch.Validate(instance(t, []byte(raw))); err == nil {
+			t.Errorf("schema accepts %s", raw)
+		}
+		if _, err := events.DecodePhoneSettingsChanged([]byte(raw)); err == nil {
+			t.Errorf("Go accepts %s", raw)
+		}
+	}
+	raw := `{"tenant_id":"acme","drop_calls":false,"previous":true,"changed_at":"2026-11-28T10:15:00Z"}`
+	if err := sch.Validate(instance(t, []byte(raw))); err != nil {
+		t.Errorf("schema rejects %s: %v", raw, err)
+	}
+	if _, err := events.DecodePhoneSettingsChanged([]byte(raw)); err != nil {
+		t.Errorf("Go rejects %s: %v", raw, err)
+	}
+}

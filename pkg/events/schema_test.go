@@ -60,6 +60,7 @@ var contracts = []contract{
 	validated[events.CallStarted]("call_started.schema.json", "call_started.json"),
 	validated[events.CallEnded]("call_ended.schema.json", "call_ended.json"),
 	validated[events.CallAction]("call_action.schema.json", "call_action.json"),
+	validated[events.PhoneSettingsChanged]("phone_settings_changed.schema.json", "phone_settings_changed.json"),
 	{
 		// A reply, not validated on receipt: it has no Validate.
 		schema:   "call_decision.schema.json",

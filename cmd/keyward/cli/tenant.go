@@ -17,7 +17,7 @@ import (
 
 func (a *App) tenantCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tenant", Short: "Configure tenants (KV bucket KW_TENANTS)"}
-	cmd.AddCommand(a.tenantApplyCmd(), a.tenantShowCmd(), a.tenantKeyCmd(), a.tenantDeprovisionCmd(), a.tenantRecipientsCmd())
+	cmd.AddCommand(a.tenantApplyCmd(), a.tenantShowCmd(), a.tenantKeyCmd(), a.tenantDeprovisionCmd(), a.tenantRecipientsCmd(), a.tenantPhoneCmd())
 	return cmd
 }
 
