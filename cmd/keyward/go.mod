@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/keyward/keyward/pkg v0.0.0
 	github.com/keyward/keyward/services/encryptor v0.0.0
+	github.com/keyward/keyward/services/phone-policy v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
@@ -118,3 +119,5 @@ replace github.com/keyward/keyward/services/key-health-monitor => ../../services
 replace github.com/keyward/keyward/services/re-encryptor => ../../services/re-encryptor
 
 replace github.com/keyward/keyward/services/notifier => ../../services/notifier
+
+replace github.com/keyward/keyward/services/phone-policy => ../../services/phone-policy

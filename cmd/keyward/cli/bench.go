@@ -325,7 +325,7 @@ Figures go to docs/benchmarks.md with the command that produced them.`,
 	cmd.Flags().IntVar(&size, "size", 1024, "bytes per asset (inline)")
 	cmd.Flags().IntVar(&envMiB, "envelope-mib", 256, "MiB encrypted in the envelope run")
 	cmd.Flags().IntVar(&providerAssets, "provider-assets", 300, "assets per provider in the latency run through the AWS, OCI and Azure emulators, seed cache on and off (0 skips it)")
-	cmd.AddCommand(a.benchFailoverCmd(), a.benchReencryptCmd())
+	cmd.AddCommand(a.benchFailoverCmd(), a.benchReencryptCmd(), a.benchPhoneCmd())
 	return cmd
 }
 
