@@ -3,6 +3,7 @@ package events
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Stream, bucket and subject names: the contract between Keyward's workers,
@@ -66,6 +67,10 @@ const (
 	prefixKeyUnwrap        = "keyward.key.unwrap."
 	prefixKeyEnroll        = "keyward.key.enroll."
 	prefixDLQ              = "keyward.dlq."
+	prefixPhoneAdmit       = "keyward.phone.admit."
+	prefixCallStarted      = "keyward.phone.call.started."
+	prefixCallEnded        = "keyward.phone.call.ended."
+	prefixCallAction       = "keyward.phone.action."
 
 	prefixReencryptProgress    = "keyward.reencrypt.progress."
 	prefixReencryptCompleted   = "keyward.reencrypt.completed."
@@ -162,6 +167,30 @@ func SubjectKeyObserved(tenant string) string { return prefixKeyObserved + tenan
 // SubjectBreaker is where breaker state changes of provider's endpoints are
 // published (stream KW_KEYS). provider is a key URI scheme.
 func SubjectBreaker(provider string) string { return prefixBreaker + provider }
+
+// SubjectPhoneAdmit is the phone-policy worker's request-reply subject for
+// tenant (CallAdmission → CallDecision).
+func SubjectPhoneAdmit(tenant string) string { return prefixPhoneAdmit + tenant }
+
+// SubjectCallStarted is where phone systems publish CallStarted.
+func SubjectCallStarted(tenant string) string { return prefixCallStarted + tenant }
+
+// SubjectCallEnded is where phone systems publish CallEnded.
+func SubjectCallEnded(tenant string) string { return prefixCallEnded + tenant }
+
+// SubjectCallAction is where the phone-policy worker publishes CallAction.
+func SubjectCallAction(tenant string) string { return prefixCallAction + tenant }
+
+// Phone wildcards: admissions, call events (stream KW_PHONE) and actions.
+const (
+	SubjectPhoneAdmitAll  = prefixPhoneAdmit + "*"
+	SubjectCallEventsAll  = "keyward.phone.call.*.*"
+	SubjectCallActionAll  = prefixCallAction + "*"
+	StreamPhone           = "KW_PHONE"
+	ConsumerPhonePolicy   = "phone-policy"
+	PhoneMaxAge           = 7 * 24 * time.Hour
+	PhoneDuplicatesWindow = 2 * time.Minute
+)
 
 // SubjectKeyUnwrap is the key broker's request-reply subject for tenant.
 func SubjectKeyUnwrap(tenant string) string { return prefixKeyUnwrap + tenant }

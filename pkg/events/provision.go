@@ -103,6 +103,18 @@ func StreamConfigs(o ProvisionOptions) []jetstream.StreamConfig {
 			Discard:     jetstream.DiscardOld,
 		},
 		{
+			Name:        StreamPhone,
+			Description: "Live phone calls (CallStarted, CallEnded on keyward.phone.call.{started,ended}.<tenant>) and the phone-policy worker's CallAction (keyward.phone.action.<tenant>)",
+			Subjects:    []string{SubjectCallEventsAll, SubjectCallActionAll},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      PhoneMaxAge,
+			Duplicates:  PhoneDuplicatesWindow,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
 			Name:        StreamKeys,
 			Description: "KeyStatusChanged events (keyward.key.status.<tenant>) and KMS breaker state changes (keyward.kms.breaker.<provider>)",
 			Subjects:    []string{SubjectKeyStatusAll, SubjectBreakerAll},
