@@ -38,6 +38,7 @@ import (
 	"github.com/keyward/keyward/services/encryptor/encryptor"
 	"github.com/keyward/keyward/services/key-health-monitor/monitor"
 	"github.com/keyward/keyward/services/notifier/notifier"
+	"github.com/keyward/keyward/services/phone-policy/phonepolicy"
 	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
 )
 
@@ -76,6 +77,8 @@ type DevOptions struct {
 	MailOptions []mail.Option
 	// Notifier tunes the notifier (From defaults to keyward@localhost).
 	Notifier notifier.Options
+	// PhonePolicy tunes the phone-policy worker.
+	PhonePolicy phonepolicy.Options
 	// ReencryptorRateShare is the share of each endpoint's default KMS
 	// rate limit the re-encryptor's client may use (0: the default,
 	// reencryptor.DefaultKMSRateShare; negative: unlimited). Benchmarks.
@@ -114,6 +117,8 @@ type Dev struct {
 	// files when no SMTP URL is given).
 	Notifier *notifier.Worker
 	MailDir  string
+	// PhonePolicy answers phone systems' call admissions.
+	PhonePolicy *phonepolicy.Worker
 	// AWS, OCI and Azure are the emulated cloud KMSs, with one demo tenant
 	// each (DemoTenantAWS, DemoTenantOCI, DemoTenantAzure).
 	AWS   *awsemu.Emulator
@@ -130,6 +135,7 @@ type Dev struct {
 	monitorDone   chan error // the monitor's Run
 	reDone        chan error // the re-encryptor's Run
 	notifierDone  chan error // the notifier's Run
+	phoneDone     chan error // the phone-policy worker's Run
 	notifierStore *notifier.Store
 	mailSender    mail.Sender
 }
@@ -309,6 +315,20 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	}
 	d.notifierDone = make(chan error, 1)
 	go func() { d.notifierDone <- d.Notifier.Run(runCtx) }()
+
+	po := o.PhonePolicy
+	po.AllowLocalCustomerKeys = true
+	if po.Logger == nil {
+		po.Logger = o.Logger
+	}
+	if po.MeterProvider == nil {
+		po.MeterProvider = mp
+	}
+	if d.PhonePolicy, err = phonepolicy.New(runCtx, phonepolicy.Deps{NC: d.NC, JS: d.JS}, po); err != nil {
+		return nil, err
+	}
+	d.phoneDone = make(chan error, 1)
+	go func() { d.phoneDone <- d.PhonePolicy.Run(runCtx) }()
 	if err := waitReady(30*time.Second, d.Encryptor.Ready, d.done, "encryptor"); err != nil {
 		return nil, err
 	}
@@ -319,6 +339,9 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		return nil, err
 	}
 	if err := waitReady(30*time.Second, d.Notifier.Ready, d.notifierDone, "notifier"); err != nil {
+		return nil, err
+	}
+	if err := waitReady(30*time.Second, d.PhonePolicy.Ready, d.phoneDone, "phone-policy"); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -358,6 +381,9 @@ func (d *Dev) Stop() {
 		}
 		if d.notifierDone != nil {
 			<-d.notifierDone
+		}
+		if d.phoneDone != nil {
+			<-d.phoneDone
 		}
 		d.cancel = nil
 	}
@@ -476,6 +502,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 			tel.AddReadyCheck("key-health-monitor", func(context.Context) error { return d.Monitor.Ready() })
 			tel.AddReadyCheck("re-encryptor", func(context.Context) error { return d.Reencryptor.Ready() })
 			tel.AddReadyCheck("notifier", func(context.Context) error { return d.Notifier.Ready() })
+			tel.AddReadyCheck("phone-policy", func(context.Context) error { return d.PhonePolicy.Ready() })
 			httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 			defer stopHTTP()
 			if o.HTTPAddr != "" {
@@ -511,6 +538,7 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "  workers     encryptor (consumer %q on %s), key broker (%s)\n", events.ConsumerEncryptor, events.StreamIngest, events.SubjectKeyUnwrapAll)
 	fmt.Fprintf(w, "              key-health-monitor (KeyStatusChanged on %s, current status in KV %s)\n", events.SubjectKeyStatusAll, events.BucketKeyStatus)
 	fmt.Fprintf(w, "              re-encryptor (heal, rotation, deprovisioning jobs in KV %s; progress on %s)\n", events.BucketReencryptJobs, events.SubjectReencryptAll)
+	fmt.Fprintf(w, "              phone-policy (call admissions on %s; CallAction on %s)\n", events.SubjectPhoneAdmitAll, events.SubjectCallActionAll)
 	if d.MailDir != "" {
 		fmt.Fprintf(w, "              notifier (email to each tenant's recipients, written as .eml files under %s)\n", d.MailDir)
 	} else {
