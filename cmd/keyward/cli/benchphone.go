@@ -1,21 +1,16 @@
 package cli
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
 	"strconv"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -24,12 +19,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/keyward/keyward/pkg/events"
-	"github.com/keyward/keyward/pkg/keystatus"
-	"github.com/keyward/keyward/pkg/kms"
-	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/natsembed"
-	"github.com/keyward/keyward/pkg/tenant"
 	"github.com/keyward/keyward/services/phone-policy/phonepolicy"
+	"github.com/keyward/keyward/services/phone-policy/phonepolicy/phonebench"
 )
 
 // keyward bench phone: call admission latency over NATS request-reply
@@ -109,16 +101,8 @@ type PhoneBenchResult struct {
 	Decisions map[string]int `json:"decisions"`
 }
 
-// phoneBenchRequest is one prepared request: the admission's subject and
+// phonebench.Request is one prepared request: the admission's subject and
 // body, and the echo's subject (same length) for the same body.
-type phoneBenchRequest struct {
-	subject, echoSubject string
-	body                 []byte
-}
-
-// phoneBenchEchoPrefix: the echo answers keyward.bench.echo.<tenant> (no
-// stream captures it: core NATS only, like the admissions).
-const phoneBenchEchoPrefix = "keyward.bench.echo."
 
 // PhoneBench starts an embedded NATS server in a temporary directory,
 // loads o.Tenants tenants (PhoneBenchTenant) and their key statuses, runs
@@ -160,7 +144,7 @@ func PhoneBench(ctx context.Context, o PhoneBenchOptions) (*PhoneBenchResult, er
 	}
 	res := &PhoneBenchResult{Tenants: o.Tenants, Requests: o.Requests, Decisions: map[string]int{}}
 	start := time.Now()
-	ids, err := LoadPhoneBenchTenants(ctx, js, filepath.Join(dir, "keys"), o.Tenants)
+	ids, err := phonebench.Load(ctx, js, filepath.Join(dir, "keys"), o.Tenants)
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +171,7 @@ func PhoneBench(ctx context.Context, o PhoneBenchOptions) (*PhoneBenchResult, er
 		return nil, err
 	}
 	defer enc.Close()
-	if _, err := enc.QueueSubscribe(phoneBenchEchoPrefix+"*", "keyward-bench-echo", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
+	if _, err := enc.QueueSubscribe(phonebench.EchoPrefix+"*", "keyward-bench-echo", func(m *nats.Msg) { _ = m.Respond(m.Data) }); err != nil {
 		return nil, err
 	}
 	if err := enc.Flush(); err != nil {
@@ -199,12 +183,12 @@ func PhoneBench(ctx context.Context, o PhoneBenchOptions) (*PhoneBenchResult, er
 		}
 	}
 
-	reqs := PhoneBenchRequests(ids, o.Requests, 1)
+	reqs := phonebench.Requests(ids, o.Requests, 1)
 	// Warm up both paths.
-	if _, _, err := phoneBenchRun(ctx, nc, reqs[:min(len(reqs), 1000)], 1, true, nil); err != nil {
+	if _, _, err := phonebench.Run(ctx, nc, reqs[:min(len(reqs), 1000)], 1, true, nil); err != nil {
 		return nil, err
 	}
-	if _, _, err := phoneBenchRun(ctx, nc, reqs[:min(len(reqs), 1000)], 1, false, nil); err != nil {
+	if _, _, err := phonebench.Run(ctx, nc, reqs[:min(len(reqs), 1000)], 1, false, nil); err != nil {
 		return nil, err
 	}
 	for _, v := range []struct {
@@ -216,7 +200,7 @@ func PhoneBench(ctx context.Context, o PhoneBenchOptions) (*PhoneBenchResult, er
 		per := (len(reqs) + o.Rounds - 1) / o.Rounds
 		for i := 0; i < len(reqs); i += per {
 			chunk := reqs[i:min(i+per, len(reqs))]
-			ds, busy, err := phoneBenchRun(ctx, nc, chunk, v.clients, true, nil)
+			ds, busy, err := phonebench.Run(ctx, nc, chunk, v.clients, true, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -225,7 +209,7 @@ func PhoneBench(ctx context.Context, o PhoneBenchOptions) (*PhoneBenchResult, er
 			if v.clients == 1 {
 				decisions = res.Decisions
 			}
-			ds, busy, err = phoneBenchRun(ctx, nc, chunk, v.clients, false, decisions)
+			ds, busy, err = phonebench.Run(ctx, nc, chunk, v.clients, false, decisions)
 			if err != nil {
 				return nil, err
 			}
@@ -235,180 +219,6 @@ func PhoneBench(ctx context.Context, o PhoneBenchOptions) (*PhoneBenchResult, er
 			Admission: NewPhoneLatency(adm, admBusy), Echo: NewPhoneLatency(echo, echoBusy)})
 	}
 	return res, nil
-}
-
-// phoneBenchRun sends reqs (to the echo, or as admissions) from clients
-// goroutines, each waiting for its reply before its next request, and
-// returns each request's latency and the time the run took. Replies are
-// checked after the clock stopped: an echo must return the body, an
-// admission must not be an error reply; decisions (when not nil) counts
-// the admissions by decision and reason.
-func phoneBenchRun(ctx context.Context, nc *nats.Conn, reqs []phoneBenchRequest, clients int, echo bool, decisions map[string]int) ([]time.Duration, time.Duration, error) {
-	ds := make([]time.Duration, len(reqs))
-	replies := make([][]byte, len(reqs))
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for c := 0; c < clients; c++ {
-		wg.Go(func() {
-			for i := c; i < len(reqs) && ctx.Err() == nil; i += clients {
-				subject := reqs[i].subject
-				if echo {
-					subject = reqs[i].echoSubject
-				}
-				t0 := time.Now()
-				m, err := nc.Request(subject, reqs[i].body, 2*time.Second)
-				ds[i] = time.Since(t0)
-				if err != nil {
-					errs[c] = fmt.Errorf("request on %s: %w", subject, err)
-					return
-				}
-				replies[i] = m.Data
-			}
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
-		return nil, 0, err
-	}
-	busy := time.Since(start)
-	for i, r := range replies {
-		if echo {
-			if !bytes.Equal(r, reqs[i].body) {
-				return nil, 0, fmt.Errorf("the echo answered %q to %q", r, reqs[i].body)
-			}
-			continue
-		}
-		var d events.CallDecision
-		if err := json.Unmarshal(r, &d); err != nil {
-			return nil, 0, fmt.Errorf("admission reply %q: %w", r, err)
-		}
-		if d.Error != nil {
-			return nil, 0, fmt.Errorf("admission %s refused: %s: %s", reqs[i].body, d.Error.Code, d.Error.Message)
-		}
-		if decisions != nil {
-			decisions[string(d.Decision)+" ("+d.Reason+")"]++
-		}
-	}
-	return ds, busy, nil
-}
-
-// PhoneBenchTenantID is the id of the i-th benchmark tenant.
-func PhoneBenchTenantID(i int) string { return fmt.Sprintf("phone-%05d", i) }
-
-// PhoneBenchTenant is the i-th tenant of the mix (key is its local key URI,
-// empty for a tenant that is not enrolled) and the status of its key:
-//
-//	1 in 10   not enrolled (no key)                       → record, platform key
-//	other 9   a local key, enrolled an hour ago, and
-//	  services: half "*", a quarter phone_recording and team_chat, a quarter
-//	            team_chat only (→ record, platform key: service_not_selected)
-//	  users:    1 in 5 license u-0..u-4 only (u-5..u-9 → user_not_licensed)
-//	  fallback: on for half; drop_calls on for 1 in 3 (of every tenant)
-//	  status:   1 in 7 unavailable, 1 in 11 revoked, the rest available
-func PhoneBenchTenant(i int, key string) (*tenant.Config, events.KeyStatus) {
-	id := PhoneBenchTenantID(i)
-	c := &tenant.Config{TenantID: id, DisplayName: "keyward bench phone", Services: []string{tenant.All}, LicensedUsers: []string{tenant.All}}
-	c.Phone.DropCalls = i%3 == 0
-	if key == "" {
-		return c, ""
-	}
-	c.Keys = []tenant.Key{{URI: key, Role: tenant.RolePrimary, EnrolledAt: time.Now().UTC().Add(-time.Hour)}}
-	c.Fallback = i%4 < 2
-	switch i % 4 {
-	case 1:
-		c.Services = []string{phonepolicy.PhoneService, "team_chat"}
-	case 3:
-		c.Services = []string{"team_chat"}
-	}
-	if i%5 == 0 {
-		c.LicensedUsers = []string{"u-0", "u-1", "u-2", "u-3", "u-4"}
-	}
-	st := events.KeyStatusAvailable
-	switch {
-	case i%11 == 0:
-		st = events.KeyStatusRevoked
-	case i%7 == 0:
-		st = events.KeyStatusUnavailable
-	}
-	return c, st
-}
-
-// phoneBenchEnrolled reports whether tenant i of the mix has a key.
-func phoneBenchEnrolled(i int) bool { return i%10 != 9 }
-
-// LoadPhoneBenchTenants creates n tenants of the mix (PhoneBenchTenant) in
-// KW_TENANTS, each enrolled one with its own local key file in keyDir, and
-// their key statuses in KW_KEY_STATUS, 8 writes at a time. It returns the
-// tenant ids.
-func LoadPhoneBenchTenants(ctx context.Context, js jetstream.JetStream, keyDir string, n int) ([]string, error) {
-	store, err := tenant.OpenStore(ctx, js, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
-	if err != nil {
-		return nil, err
-	}
-	kv, err := js.KeyValue(ctx, events.BucketKeyStatus)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(keyDir, 0o700); err != nil {
-		return nil, err
-	}
-	ids := make([]string, n)
-	errs := make([]error, n)
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	for i := range ids {
-		ids[i] = PhoneBenchTenantID(i)
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			errs[i] = loadPhoneBenchTenant(ctx, store, kv, keyDir, i)
-		})
-	}
-	wg.Wait()
-	return ids, errors.Join(errs...)
-}
-
-func loadPhoneBenchTenant(ctx context.Context, store *tenant.Store, kv jetstream.KeyValue, keyDir string, i int) error {
-	key := ""
-	if phoneBenchEnrolled(i) {
-		path := filepath.Join(keyDir, PhoneBenchTenantID(i)+".key")
-		if err := localkms.CreateKeyFile(path); err != nil {
-			return err
-		}
-		u, err := kms.ParseKeyURI("localkms://" + path)
-		if err != nil {
-			return err
-		}
-		key = u.String()
-	}
-	cfg, st := PhoneBenchTenant(i, key)
-	if _, err := store.Create(ctx, cfg); err != nil {
-		return err
-	}
-	if key == "" {
-		return nil
-	}
-	return keystatus.Put(ctx, kv, keystatus.Record{TenantID: cfg.TenantID, KeyURI: key, Status: st, Reason: "bench", Since: time.Now().UTC()})
-}
-
-// PhoneBenchRequests prepares n admissions of random tenants of ids
-// (seeded, so runs compare): users u-0..u-9, both directions, 9 in 10
-// asking for a recording.
-func PhoneBenchRequests(ids []string, n int, seed uint64) []phoneBenchRequest {
-	r := rand.New(rand.NewPCG(seed, 0))
-	out := make([]phoneBenchRequest, n)
-	for i := range out {
-		id := ids[r.IntN(len(ids))]
-		a := events.CallAdmission{CallID: "bench-" + strconv.Itoa(i), TenantID: id, UserID: "u-" + strconv.Itoa(r.IntN(10)),
-			Direction: events.DirectionInbound, RecordingRequested: r.IntN(10) != 0}
-		if r.IntN(2) == 0 {
-			a.Direction = events.DirectionOutbound
-		}
-		body, _ := json.Marshal(a)
-		out[i] = phoneBenchRequest{subject: events.SubjectPhoneAdmit(id), echoSubject: phoneBenchEchoPrefix + id, body: body}
-	}
-	return out
 }
 
 func fmtUS(d time.Duration) string {
