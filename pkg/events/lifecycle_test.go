@@ -2,7 +2,6 @@ package events_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"slices"
@@ -255,38 +254,14 @@ func TestInvalidProgressAgree(t *testing.T) {
 		"unknown field":          func(m map[string]any) { m["total"] = 3 },
 		"bad time":               func(m map[string]any) { m["at"] = "now" },
 	}
-	sch, _ := compile(t, "reencryption_progress.schema.json")
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			m := base()
-			mutate(m)
-			raw, _ := json.Marshal(m)
-			if err := sch.Validate(instance(t, raw)); err == nil {
-				t.Errorf("schema accepts %s", raw)
-			}
-			if _, err := events.DecodeReencryptionProgress(raw); err == nil {
-				t.Errorf("Go accepts %s", raw)
-			}
-		})
-	}
-	for name, mutate := range map[string]func(m map[string]any){
+	schemaAndGoAgree(t, "reencryption_progress.schema.json", base, decodeErr(events.DecodeReencryptionProgress), cases, map[string]mutation{
 		"running": func(map[string]any) {},
 		"paused":  func(m map[string]any) { m["state"], m["reason"] = "paused", "customer_key_unavailable" },
 		"stopped": func(m map[string]any) {
 			m["state"], m["reason"], m["detail"] = "stopped", "customer_key_revoked", "key disabled"
 		},
 		"completed": func(m map[string]any) { m["state"], m["left"] = "completed", 0 },
-	} {
-		m := base()
-		mutate(m)
-		raw, _ := json.Marshal(m)
-		if err := sch.Validate(instance(t, raw)); err != nil {
-			t.Errorf("%s: schema rejects %s: %v", name, raw, err)
-		}
-		if _, err := events.DecodeReencryptionProgress(raw); err != nil {
-			t.Errorf("%s: Go rejects %s: %v", name, raw, err)
-		}
-	}
+	})
 }
 
 // fuzzDecoder is the body of every lifecycle decoder's fuzz target: errors
@@ -361,31 +336,10 @@ func TestInvalidKeyEnrolledAgree(t *testing.T) {
 		"tenant wildcard": func(m map[string]any) { m["tenant_id"] = "*" },
 		"unknown field":   func(m map[string]any) { m["revision"] = 3 },
 	}
-	sch, _ := compile(t, "key_enrolled.schema.json")
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			m := base()
-			mutate(m)
-			raw, _ := json.Marshal(m)
-			if err := sch.Validate(instance(t, raw)); err == nil {
-				t.Errorf("schema accepts %s", raw)
-			}
-			if _, err := events.DecodeKeyEnrolled(raw); err == nil {
-				t.Errorf("Go accepts %s", raw)
-			}
-		})
-	}
-	for _, role := range []string{events.EnrolledPrimary, events.EnrolledReplica} {
-		m := base()
-		m["role"] = role
-		raw, _ := json.Marshal(m)
-		if err := sch.Validate(instance(t, raw)); err != nil {
-			t.Errorf("schema rejects %s: %v", raw, err)
-		}
-		if _, err := events.DecodeKeyEnrolled(raw); err != nil {
-			t.Errorf("Go rejects %s: %v", raw, err)
-		}
-	}
+	schemaAndGoAgree(t, "key_enrolled.schema.json", base, decodeErr(events.DecodeKeyEnrolled), cases, map[string]mutation{
+		events.EnrolledPrimary: func(m map[string]any) { m["role"] = events.EnrolledPrimary },
+		events.EnrolledReplica: func(m map[string]any) { m["role"] = events.EnrolledReplica },
+	})
 }
 
 func FuzzDecodeKeyEnrolled(f *testing.F) {

@@ -133,46 +133,20 @@ func TestInvalidCallAdmissionAgree(t *testing.T) {
 		"call id as number":    func(m map[string]any) { m["call_id"] = 7 },
 		"direction upper case": func(m map[string]any) { m["direction"] = "Inbound" },
 	}
+	schemaAndGoAgree(t, "call_admission.schema.json", base, decodeErr(events.DecodeCallAdmission), cases, map[string]mutation{
+		"inbound":      func(map[string]any) {},
+		"outbound":     func(m map[string]any) { m["direction"] = "outbound" },
+		"not recorded": func(m map[string]any) { m["recording_requested"] = false },
+		"longest ids":  func(m map[string]any) { m["call_id"], m["user_id"] = strings.Repeat("~", events.MaxCallIDLen), "!" },
+	})
+	// Go's bool has no "absent": the schema is stricter and requires
+	// recording_requested, Go reads it as false (no recording).
+	m := base()
+	delete(m, "recording_requested")
+	raw, _ := json.Marshal(m)
 	sch, _ := compile(t, "call_admission.schema.json")
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			m := base()
-			mutate(m)
-			raw, _ := json.Marshal(m)
-			if err := sch.Validate(instance(t, raw)); err == nil {
-				t.Errorf("schema accepts %s", raw)
-			}
-			if _, err := events.DecodeCallAdmission(raw); err == nil {
-				t.Errorf("Go accepts %s", raw)
-			}
-		})
-	}
-	for name, mutate := range map[string]func(m map[string]any){
-		"inbound":           func(map[string]any) {},
-		"outbound":          func(m map[string]any) { m["direction"] = "outbound" },
-		"not recorded":      func(m map[string]any) { m["recording_requested"] = false },
-		"longest ids":       func(m map[string]any) { m["call_id"], m["user_id"] = strings.Repeat("~", events.MaxCallIDLen), "!" },
-		"recording omitted": func(m map[string]any) { delete(m, "recording_requested") },
-	} {
-		m := base()
-		mutate(m)
-		raw, _ := json.Marshal(m)
-		_, goErr := events.DecodeCallAdmission(raw)
-		schemaErr := sch.Validate(instance(t, raw))
-		if name == "recording omitted" {
-			// Go's bool has no "absent": the schema is stricter and
-			// requires it, Go reads it as false (no recording).
-			if schemaErr == nil || goErr != nil {
-				t.Errorf("%s: schema %v, Go %v; want schema to refuse, Go to accept as false", name, schemaErr, goErr)
-			}
-			continue
-		}
-		if schemaErr != nil {
-			t.Errorf("%s: schema rejects %s: %v", name, raw, schemaErr)
-		}
-		if goErr != nil {
-			t.Errorf("%s: Go rejects %s: %v", name, raw, goErr)
-		}
+	if schemaErr, goErr := sch.Validate(instance(t, raw)), decodeErr(events.DecodeCallAdmission)(raw); schemaErr == nil || goErr != nil {
+		t.Errorf("recording omitted: schema %v, Go %v; want schema to refuse, Go to accept as false", schemaErr, goErr)
 	}
 }
 
@@ -195,34 +169,16 @@ func TestInvalidCallStartedAgree(t *testing.T) {
 		"bad time":         func(m map[string]any) { m["started_at"] = "now" },
 		"unknown field":    func(m map[string]any) { m["reason"] = "covered" },
 	}
-	sch, _ := compile(t, "call_started.schema.json")
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			m := base()
-			mutate(m)
-			raw, _ := json.Marshal(m)
-			if err := sch.Validate(instance(t, raw)); err == nil {
-				t.Errorf("schema accepts %s", raw)
-			}
-			if _, err := events.DecodeCallStarted(raw); err == nil {
-				t.Errorf("Go accepts %s", raw)
-			}
-		})
-	}
+	accept := map[string]mutation{}
 	for _, d := range []events.CallDecisionKind{events.DecisionRecord, events.DecisionRecordFallback, events.DecisionNoRecord, events.DecisionDrop} {
-		m := base()
-		m["decision"] = string(d)
-		if d == events.DecisionNoRecord || d == events.DecisionDrop {
-			delete(m, "mode")
-		}
-		raw, _ := json.Marshal(m)
-		if err := sch.Validate(instance(t, raw)); err != nil {
-			t.Errorf("schema rejects %s: %v", raw, err)
-		}
-		if _, err := events.DecodeCallStarted(raw); err != nil {
-			t.Errorf("Go rejects %s: %v", raw, err)
+		accept[string(d)] = func(m map[string]any) {
+			m["decision"] = string(d)
+			if d == events.DecisionNoRecord || d == events.DecisionDrop {
+				delete(m, "mode")
+			}
 		}
 	}
+	schemaAndGoAgree(t, "call_started.schema.json", base, decodeErr(events.DecodeCallStarted), cases, accept)
 }
 
 // TestCallDecisionSchema: every reply the worker can build — each decision

@@ -289,29 +289,10 @@ func TestInvalidDocumentsAgree(t *testing.T) {
 		"unknown content field": func(m map[string]any) { m["content"] = map[string]any{"inline": "aGk=", "url": "x"} },
 		"size as string":        func(m map[string]any) { m["size"] = "12" },
 	}
-	sch, _ := compile(t, "asset_created.schema.json")
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			m := base()
-			mutate(m)
-			raw, _ := json.Marshal(m)
-			if err := sch.Validate(instance(t, raw)); err == nil {
-				t.Errorf("schema accepts %s", raw)
-			}
-			if _, err := events.DecodeAssetCreated(raw); err == nil {
-				t.Errorf("Go accepts %s", raw)
-			}
-		})
-	}
-	// And the base document is accepted by both, so the cases above fail
-	// for their own reason.
-	raw, _ := json.Marshal(base())
-	if err := sch.Validate(instance(t, raw)); err != nil {
-		t.Fatalf("schema rejects the base document: %v", err)
-	}
-	if _, err := events.DecodeAssetCreated(raw); err != nil {
-		t.Fatalf("Go rejects the base document: %v", err)
-	}
+	// The base document itself is accepted by both, so the cases fail for
+	// their own reason.
+	schemaAndGoAgree(t, "asset_created.schema.json", base, decodeErr(events.DecodeAssetCreated), cases,
+		map[string]mutation{"the base document": func(map[string]any) {}})
 }
 
 // TestInvalidReencryptedAgree: AssetReencrypted documents the schema rejects,
@@ -359,22 +340,8 @@ func TestInvalidReencryptedAgree(t *testing.T) {
 		"size as string":    func(m map[string]any) { m["size"] = "12" },
 		"pending flag kept": func(m map[string]any) { m["pending_reencryption"] = false },
 	}
-	sch, _ := compile(t, "asset_reencrypted.schema.json")
-	for name, mutate := range cases {
-		t.Run(name, func(t *testing.T) {
-			m := base()
-			mutate(m)
-			raw, _ := json.Marshal(m)
-			if err := sch.Validate(instance(t, raw)); err == nil {
-				t.Errorf("schema accepts %s", raw)
-			}
-			if _, err := events.DecodeAssetReencrypted(raw); err == nil {
-				t.Errorf("Go accepts %s", raw)
-			}
-		})
-	}
 	// Every purpose with its modes is accepted by both.
-	valid := map[string]func(m map[string]any){
+	valid := map[string]mutation{
 		"heal":     func(map[string]any) {},
 		"rotation": func(m map[string]any) { m["purpose"], m["from_mode"] = "rotation", "customer" },
 		"deprovision": func(m map[string]any) {
@@ -382,15 +349,48 @@ func TestInvalidReencryptedAgree(t *testing.T) {
 		},
 		"deprovision from fallback": func(m map[string]any) { m["purpose"], m["to_mode"] = "deprovision", "platform" },
 	}
-	for name, mutate := range valid {
+	schemaAndGoAgree(t, "asset_reencrypted.schema.json", base, decodeErr(events.DecodeAssetReencrypted), cases, valid)
+}
+
+// mutation changes a valid document into one case of a test.
+type mutation = func(m map[string]any)
+
+// schemaAndGoAgree checks, for each case, the document base() changed by
+// it: the ones in reject must be refused by the schema file and by decode,
+// the ones in accept taken by both. It is how every event type shows its
+// JSON Schema and its Go validation draw the same line.
+func schemaAndGoAgree(t *testing.T, schemaFile string, base func() map[string]any, decode func([]byte) error, reject, accept map[string]mutation) {
+	t.Helper()
+	sch, _ := compile(t, schemaFile)
+	doc := func(mutate mutation) []byte {
 		m := base()
 		mutate(m)
 		raw, _ := json.Marshal(m)
+		return raw
+	}
+	for name, mutate := range reject {
+		t.Run(name, func(t *testing.T) {
+			raw := doc(mutate)
+			if err := sch.Validate(instance(t, raw)); err == nil {
+				t.Errorf("schema accepts %s", raw)
+			}
+			if err := decode(raw); err == nil {
+				t.Errorf("Go accepts %s", raw)
+			}
+		})
+	}
+	for name, mutate := range accept {
+		raw := doc(mutate)
 		if err := sch.Validate(instance(t, raw)); err != nil {
 			t.Errorf("%s: schema rejects %s: %v", name, raw, err)
 		}
-		if _, err := events.DecodeAssetReencrypted(raw); err != nil {
+		if err := decode(raw); err != nil {
 			t.Errorf("%s: Go rejects %s: %v", name, raw, err)
 		}
 	}
+}
+
+// decodeErr adapts a decoder to schemaAndGoAgree.
+func decodeErr[T any](decode func([]byte) (*T, error)) func([]byte) error {
+	return func(b []byte) error { _, err := decode(b); return err }
 }
