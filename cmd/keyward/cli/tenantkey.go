@@ -54,18 +54,8 @@ before the fallback key.`,
 			}
 			defer done()
 			resp, err := enroll.NewClient(nc, a.timeout).Add(ctx, enroll.Request{TenantID: tenantID, KeyURI: uri, Role: tenant.KeyRole(role)})
-			var ee *enroll.Error
-			if errors.As(err, &ee) {
-				if a.jsonOut {
-					_ = a.printJSON(resp)
-				}
-				return fmt.Errorf("%s was not enrolled for %s: %s", uri, tenantID, ee.Error())
-			}
-			if err != nil {
+			if done, err := a.enrollOutcome(resp, err, fmt.Sprintf("%s was not enrolled for %s", uri, tenantID)); done {
 				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(resp)
 			}
 			warn(a.Stderr, resp.Warning)
 			w := a.Stdout
@@ -183,4 +173,25 @@ A scheduled, running or completed deprovisioning is shown under the table.`,
 	cmd.Flags().StringVar(&tenantID, "tenant", "", "tenant id (required)")
 	_ = cmd.MarkFlagRequired("tenant")
 	return cmd
+}
+
+// enrollOutcome settles a reply of the enrollment service: a refusal comes
+// back as an error saying what did not happen (the reply printed first
+// with --json), a transport error as is, and with --json a success is
+// printed; done says the caller has nothing more to print.
+func (a *App) enrollOutcome(resp *enroll.Response, err error, what string) (done bool, _ error) {
+	var ee *enroll.Error
+	if errors.As(err, &ee) {
+		if a.jsonOut {
+			_ = a.printJSON(resp)
+		}
+		return true, fmt.Errorf("%s: %s", what, ee.Error())
+	}
+	if err != nil {
+		return true, err
+	}
+	if a.jsonOut {
+		return true, a.printJSON(resp)
+	}
+	return false, nil
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -54,18 +53,8 @@ rotation is needed: see docs/operations.md.`,
 			}
 			defer done()
 			resp, err := enroll.NewClient(nc, a.timeout).Rotate(ctx, enroll.RotateRequest{TenantID: tenantID, KeyURI: uri})
-			var ee *enroll.Error
-			if errors.As(err, &ee) {
-				if a.jsonOut {
-					_ = a.printJSON(resp)
-				}
-				return fmt.Errorf("tenant %s was not rotated to %s: %s", tenantID, uri, ee.Error())
-			}
-			if err != nil {
+			if done, err := a.enrollOutcome(resp, err, fmt.Sprintf("tenant %s was not rotated to %s", tenantID, uri)); done {
 				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(resp)
 			}
 			a.printRotation(tenantID, resp)
 			return nil
@@ -178,18 +167,8 @@ its deprovisioning has started.`,
 			}
 			defer done()
 			resp, err := enroll.NewClient(nc, a.timeout).ScheduleDeprovision(ctx, enroll.ScheduleDeprovisionRequest{TenantID: tenantID, At: at})
-			var ee *enroll.Error
-			if errors.As(err, &ee) {
-				if a.jsonOut {
-					_ = a.printJSON(resp)
-				}
-				return fmt.Errorf("the deprovisioning of tenant %s was not scheduled: %s", tenantID, ee.Error())
-			}
-			if err != nil {
+			if done, err := a.enrollOutcome(resp, err, fmt.Sprintf("the deprovisioning of tenant %s was not scheduled", tenantID)); done {
 				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(resp)
 			}
 			w := a.Stdout
 			d := resp.Deprovision
@@ -236,18 +215,8 @@ deprovisioning completes with DeprovisionCompleted.`,
 			}
 			defer done()
 			resp, err := enroll.NewClient(nc, a.timeout).CancelDeprovision(ctx, tenantID)
-			var ee *enroll.Error
-			if errors.As(err, &ee) {
-				if a.jsonOut {
-					_ = a.printJSON(resp)
-				}
-				return fmt.Errorf("the deprovisioning of tenant %s was not cancelled: %s", tenantID, ee.Error())
-			}
-			if err != nil {
+			if done, err := a.enrollOutcome(resp, err, fmt.Sprintf("the deprovisioning of tenant %s was not cancelled", tenantID)); done {
 				return err
-			}
-			if a.jsonOut {
-				return a.printJSON(resp)
 			}
 			fmt.Fprintf(a.Stdout, "cancelled the deprovisioning of tenant %s scheduled for %s; its keys protect new assets as before\n",
 				tenantID, resp.Deprovision.At.Format(stampLayout))
