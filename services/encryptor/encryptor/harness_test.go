@@ -22,6 +22,7 @@ import (
 	"github.com/keyward/keyward/pkg/natsembed/natstest"
 	"github.com/keyward/keyward/pkg/producer"
 	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/tenant/tenanttest"
 	"github.com/keyward/keyward/pkg/vault"
 	"github.com/keyward/keyward/services/encryptor/encryptor"
 )
@@ -92,14 +93,8 @@ func newStackNoWorker(t testing.TB, opts ...func(*encryptor.Options)) *stack {
 
 // localKey creates a local key file and returns its URI.
 func (s *stack) localKey(name string) kms.KeyURI {
-	path := filepath.Join(s.keysDir, name)
-	if err := os.MkdirAll(s.keysDir, 0o700); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := localkms.CreateKeyFile(path); err != nil {
-		s.t.Fatal(err)
-	}
-	return kms.MustParseKeyURI("localkms://" + path)
+	s.t.Helper()
+	return tenanttest.LocalKey(s.t, s.keysDir, name)
 }
 
 // start opens the ledger and runs a worker until stopWorker.
@@ -148,17 +143,7 @@ func (s *stack) stopWorker() {
 func (s *stack) enroll(id string, mutate ...func(*tenant.Config)) kms.KeyURI {
 	s.t.Helper()
 	key := s.localKey(id + "-customer.key")
-	cfg := &tenant.Config{
-		TenantID:      id,
-		Keys:          []tenant.Key{{URI: key.String(), Role: tenant.RolePrimary, EnrolledAt: time.Now().Add(-time.Hour).UTC()}},
-		Services:      []string{"*"},
-		LicensedUsers: []string{"*"},
-		Fallback:      true,
-	}
-	for _, m := range mutate {
-		m(cfg)
-	}
-	s.apply(cfg)
+	s.apply(tenanttest.Covered(id, key, mutate...))
 	return key
 }
 

@@ -12,12 +12,11 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/pkg/events"
-	"github.com/keyward/keyward/pkg/kms"
-	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/mail"
 	"github.com/keyward/keyward/pkg/mail/smtptest"
 	"github.com/keyward/keyward/pkg/natsembed/natstest"
 	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/tenant/tenanttest"
 	"github.com/keyward/keyward/services/notifier/notifier"
 )
 
@@ -108,19 +107,13 @@ func (s *stack) stopWorker() {
 // tenant configures a tenant with a local key and recipients.
 func (s *stack) tenant(id string, recipients ...string) string {
 	s.t.Helper()
-	path := filepath.Join(s.dir, id+".key")
-	if err := localkms.CreateKeyFile(path); err != nil {
-		s.t.Fatal(err)
-	}
-	key := kms.MustParseKeyURI("localkms://" + path).String()
-	if _, err := s.tenants.Apply(context.Background(), &tenant.Config{
-		TenantID: id, Keys: []tenant.Key{{URI: key, Role: tenant.RolePrimary, EnrolledAt: time.Now().Add(-time.Hour).UTC()}},
-		Services: []string{"*"}, LicensedUsers: []string{"*"}, Fallback: true, Recipients: recipients,
-	}); err != nil {
+	key := tenanttest.LocalKey(s.t, s.dir, id+".key")
+	cfg := tenanttest.Covered(id, key, func(c *tenant.Config) { c.Recipients = recipients })
+	if _, err := s.tenants.Apply(context.Background(), cfg); err != nil {
 		s.t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond) // the worker's tenant watch
-	return key
+	return key.String()
 }
 
 // status publishes a KeyStatusChanged as the key-health-monitor does.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,9 +17,9 @@ import (
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
-	"github.com/keyward/keyward/pkg/kms/localkms"
 	"github.com/keyward/keyward/pkg/natsembed/natstest"
 	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/tenant/tenanttest"
 	"github.com/keyward/keyward/services/phone-policy/phonepolicy"
 )
 
@@ -95,24 +94,15 @@ func (s *stack) stopWorker() {
 	}
 }
 
-// tenant applies a tenant with a new local key (unless noKey) and returns
-// the key URI.
+// tenant applies a tenant with a new local key and returns the key URI.
 func (s *stack) tenant(id string, mutate ...func(*tenant.Config)) string {
 	s.t.Helper()
-	path := filepath.Join(s.dir, id+".key")
-	if err := localkms.CreateKeyFile(path); err != nil {
-		s.t.Fatal(err)
-	}
-	key := kms.MustParseKeyURI("localkms://" + path).String()
-	cfg := &tenant.Config{TenantID: id, Keys: []tenant.Key{{URI: key, Role: tenant.RolePrimary, EnrolledAt: time.Now().Add(-time.Hour).UTC()}},
-		Services: []string{"*"}, LicensedUsers: []string{"*"}, Fallback: true}
-	for _, m := range mutate {
-		m(cfg)
-	}
+	key := tenanttest.LocalKey(s.t, s.dir, id+".key")
+	cfg := tenanttest.Covered(id, key, mutate...)
 	if _, err := s.tenants.Apply(context.Background(), cfg); err != nil {
 		s.t.Fatal(err)
 	}
-	return key
+	return key.String()
 }
 
 func (s *stack) setStatus(tenantID, key string, st events.KeyStatus) {

@@ -28,6 +28,7 @@ import (
 	"github.com/keyward/keyward/pkg/natsembed/natstest"
 	"github.com/keyward/keyward/pkg/producer"
 	"github.com/keyward/keyward/pkg/tenant"
+	"github.com/keyward/keyward/pkg/tenant/tenanttest"
 	"github.com/keyward/keyward/pkg/vault"
 	"github.com/keyward/keyward/services/encryptor/encryptor"
 	"github.com/keyward/keyward/services/re-encryptor/reencryptor"
@@ -105,14 +106,8 @@ func newStack(t testing.TB, opts ...func(*reencryptor.Options)) *stack {
 }
 
 func (s *stack) localKey(name string) kms.KeyURI {
-	path := filepath.Join(s.keysDir, name)
-	if err := os.MkdirAll(s.keysDir, 0o700); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := localkms.CreateKeyFile(path); err != nil {
-		s.t.Fatal(err)
-	}
-	return kms.MustParseKeyURI("localkms://" + path)
+	s.t.Helper()
+	return tenanttest.LocalKey(s.t, s.keysDir, name)
 }
 
 func (s *stack) startEncryptor() {
@@ -188,17 +183,7 @@ func (s *stack) stopReencryptor() {
 func (s *stack) enroll(id string, mutate ...func(*tenant.Config)) kms.KeyURI {
 	s.t.Helper()
 	key := s.localKey(id + "-customer.key")
-	cfg := &tenant.Config{
-		TenantID:      id,
-		Keys:          []tenant.Key{{URI: key.String(), Role: tenant.RolePrimary, EnrolledAt: time.Now().Add(-time.Hour).UTC()}},
-		Services:      []string{"*"},
-		LicensedUsers: []string{"*"},
-		Fallback:      true,
-	}
-	for _, m := range mutate {
-		m(cfg)
-	}
-	s.apply(cfg)
+	s.apply(tenanttest.Covered(id, key, mutate...))
 	return key
 }
 
