@@ -33,6 +33,11 @@ type Options struct {
 	// ReadyTimeout bounds how long Start waits for the server to accept
 	// connections; default 10s.
 	ReadyTimeout time.Duration
+	// ConfigFile, when set, is a nats-server configuration file parsed as
+	// `nats-server -c` would (authorization, accounts, resolver, TLS);
+	// the fields above override its listen address, JetStream store and
+	// name. `keyward dev` writes one from pkg/access.
+	ConfigFile string
 }
 
 // Server is a running embedded nats-server.
@@ -59,18 +64,24 @@ func Start(o Options) (*Server, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	sopts := &server.Options{
-		ServerName:            o.ServerName,
-		Host:                  o.Host,
-		Port:                  port,
-		JetStream:             true,
-		StoreDir:              o.StoreDir,
-		JetStreamMaxStore:     o.MaxStore,
-		NoSigs:                true,
-		NoLog:                 o.Logs == nil,
-		MaxPayload:            server.MAX_PAYLOAD_SIZE,
-		DisableShortFirstPing: true,
+	sopts := &server.Options{}
+	if o.ConfigFile != "" {
+		parsed, err := server.ProcessConfigFile(o.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: %w", err)
+		}
+		sopts = parsed
 	}
+	sopts.ServerName = o.ServerName
+	sopts.Host = o.Host
+	sopts.Port = port
+	sopts.JetStream = true
+	sopts.StoreDir = o.StoreDir
+	sopts.JetStreamMaxStore = o.MaxStore
+	sopts.NoSigs = true
+	sopts.NoLog = o.Logs == nil
+	sopts.MaxPayload = server.MAX_PAYLOAD_SIZE
+	sopts.DisableShortFirstPing = true
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)
