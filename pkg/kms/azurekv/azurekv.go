@@ -459,7 +459,9 @@ func IsManagedHSM(host string) bool {
 // client returns the azkeys.Client of key's vault, creating it on first use.
 // There is one client per vault URL (and vault, when ?endpoint= points
 // several vaults at one emulator), so each keeps its own challenge state and
-// token scope.
+// token scope. Never share one between vaults: azcore's bearer policy keeps
+// one token whatever scope it was got for, so a client challenged for
+// another vault's resource could send concurrent calls that vault's token.
 func (p *Provider) client(op string, key kms.KeyURI) (*azkeys.Client, error) {
 	vaultURL, override := "https://"+key.Vault, false
 	if key.Endpoint != "" {

@@ -27,18 +27,17 @@ func newProvider(t testing.TB, opts ...azurekv.Option) (*azureemu.Emulator, *azu
 // key, in a Key Vault (RSA) or a Managed HSM (oct). Names start with prefix:
 // key names are unique across the emulator's vaults.
 func conformanceKeys(e *azureemu.Emulator, hsm bool, prefix string) kmstest.ConformanceConfig {
-	create, vault := e.CreateRSAKey, "acme-kv"
+	create, missing, vault := e.CreateRSAKey, e.MissingVaultKey, "acme-kv"
 	if hsm {
-		create, vault = e.CreateOctKey, "acme-hsm"
+		create, missing, vault = e.CreateOctKey, e.MissingHSMKey, "acme-hsm"
 	}
 	disabled := create(vault, prefix+"disabled")
 	e.DisableKey(disabled)
-	missing := kms.MustParseKeyURI("azurekv://" + disabled.Vault + "/keys/" + prefix + "missing?endpoint=" + e.URL)
 	return kmstest.ConformanceConfig{
 		KeyA:        create(vault, prefix+"key-a"),
 		KeyB:        create(vault, prefix+"key-b"),
 		DisabledKey: disabled,
-		MissingKey:  missing,
+		MissingKey:  missing(vault, prefix+"missing"),
 	}
 }
 

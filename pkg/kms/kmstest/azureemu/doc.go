@@ -21,9 +21,11 @@
 // key (CreateOctKey, Managed HSM; A256KW), implemented here from the RFC
 // and tested with its published vectors. Keys have versions (RotateKey adds
 // a current one; ImportOctKey fixes one for known-answer tests), can be
-// disabled and enabled per version or as a whole, and deleted. Key names
-// are case-insensitive and, since every vault is served at one URL, unique
-// across vaults.
+// disabled and enabled per version or as a whole, and deleted.
+// MissingVaultKey and MissingHSMKey name a key that does not exist in a
+// given vault. Key names are case-insensitive and, since every vault is
+// served at one URL, unique across vaults: the name is how the emulator
+// knows a request's vault.
 //
 // Answers mirror Key Vault's, {"error": {"code", "message", "innererror":
 // {"code"}}}:
@@ -39,9 +41,18 @@
 // # The bearer challenge
 //
 // Every data-plane request must carry a token the emulator issued, unexpired
-// and for the key's resource (https://vault.azure.net or
-// https://managedhsm.azure.net); otherwise it answers 401 with the
-// challenge azkeys' policy parses:
+// and for the resource of the key's vault (https://vault.azure.net or
+// https://managedhsm.azure.net), whether or not the key exists: a key
+// deleted from a Managed HSM, or named by MissingHSMKey, needs a Managed
+// HSM token, as on a real Managed HSM. (A challenge for another resource
+// would switch the client's token scope, and azcore's bearer policy keeps
+// one token whatever scope it was got for: concurrent calls could then
+// carry the wrong vault's token.) A key name the emulator was never told
+// of names no vault: a token for either resource gets its 404, and a
+// request without one is challenged for Key Vault's resource — so name a
+// missing Managed HSM key with MissingHSMKey, not a hand-written URI.
+// Otherwise the emulator answers 401 with the challenge azkeys' policy
+// parses:
 //
 //	WWW-Authenticate: Bearer authorization="<URL>/<tenant>", resource="https://vault.azure.net"
 //	WWW-Authenticate: Bearer authorization="<URL>/<tenant>", scope="https://vault.azure.net/.default"   (WithScopeChallenge)

@@ -47,8 +47,15 @@ type Emulator struct {
 
 	opts options
 
-	mu         sync.Mutex
-	keys       map[string]*key // lower-case name → key
+	mu   sync.Mutex
+	keys map[string]*key // lower-case name → key
+	// vaults is the vault host of every key name the emulator was told of:
+	// created (and kept after DeleteKey) or named by MissingVaultKey and
+	// MissingHSMKey. Every vault is served at URL, so the name is all a
+	// request tells of its vault; the token audience a request needs (and
+	// the resource its challenge names) follows from it, as a real vault's
+	// follows from its host, whether or not the key exists.
+	vaults     map[string]string // lower-case name → vault host
 	tokens     map[string]tokenInfo
 	challenges int // 401 answers to data-plane requests
 	issued     int // tokens issued
@@ -68,8 +75,10 @@ type keyVersion struct {
 	oct     []byte          // Managed HSM keys (32 bytes)
 }
 
-func (k *key) resource() string {
-	if k.hsm {
+// resourceOf is the token audience of a vault host: Managed HSM's for
+// <name>.managedhsm.azure.net, Key Vault's otherwise.
+func resourceOf(host string) string {
+	if azurekv.IsManagedHSM(host) {
 		return ResourceHSM
 	}
 	return ResourceVault
@@ -158,6 +167,7 @@ func Start(opts ...Option) (*Emulator, error) {
 		FederatedToken: "eyJ.federated." + randomHex(24),
 		opts:           o,
 		keys:           map[string]*key{},
+		vaults:         map[string]string{},
 		tokens:         map[string]tokenInfo{},
 	}
 	if o.stateFile != "" {
@@ -229,6 +239,54 @@ func (e *Emulator) ImportOctKey(hsm, name, version string, material []byte) kms.
 }
 
 func (e *Emulator) create(host, name string, hsm bool) kms.KeyURI {
+	u := e.uri(host, name)
+	v := newVersion(hsm)
+	e.mu.Lock()
+	if err := e.claimLocked(host, name); err != nil {
+		e.mu.Unlock()
+		panic(err.Error())
+	}
+	e.keys[strings.ToLower(name)] = &key{vault: host, name: name, hsm: hsm, versions: []*keyVersion{v}}
+	e.mu.Unlock()
+	e.mustSave()
+	return u
+}
+
+// MissingVaultKey returns the URI of key name in the Key Vault
+// <vault>.vault.azure.net, which does not exist (wrapKey and unwrapKey
+// answer 404 KeyNotFound), and records that the name belongs to that
+// vault: requests for it need a Key Vault token and are challenged with
+// Key Vault's resource, as the real vault would challenge them. Creating
+// the key later (in the same vault) is allowed. It panics like
+// CreateRSAKey.
+func (e *Emulator) MissingVaultKey(vault, name string) kms.KeyURI {
+	return e.missing(vault+".vault.azure.net", name)
+}
+
+// MissingHSMKey is MissingVaultKey for the Managed HSM
+// <hsm>.managedhsm.azure.net: requests for the missing key need a Managed
+// HSM token. Use it (not a key URI written by hand) to name a missing
+// Managed HSM key: a name the emulator was never told of is challenged as
+// a Key Vault's (see the package documentation).
+func (e *Emulator) MissingHSMKey(hsm, name string) kms.KeyURI {
+	return e.missing(hsm+".managedhsm.azure.net", name)
+}
+
+func (e *Emulator) missing(host, name string) kms.KeyURI {
+	u := e.uri(host, name)
+	e.mu.Lock()
+	err := e.claimLocked(host, name)
+	e.mu.Unlock()
+	if err != nil {
+		panic(err.Error())
+	}
+	e.mustSave()
+	return u
+}
+
+// uri is the key URI of name in the vault host; it panics on an invalid
+// vault or key name.
+func (e *Emulator) uri(host, name string) kms.KeyURI {
 	vaultName, _, _ := strings.Cut(host, ".")
 	if !vaultNameRe.MatchString(vaultName) {
 		panic(fmt.Sprintf("azureemu: invalid vault name %q (3-24 lowercase letters, digits and '-')", vaultName))
@@ -237,16 +295,23 @@ func (e *Emulator) create(host, name string, hsm bool) kms.KeyURI {
 	if err != nil {
 		panic(fmt.Sprintf("azureemu: %v", err))
 	}
-	v := newVersion(hsm)
-	e.mu.Lock()
-	if k := e.keys[strings.ToLower(name)]; k != nil {
-		e.mu.Unlock()
-		panic(fmt.Sprintf("azureemu: key %q exists already (in %s): every vault is served at one URL, so key names are unique across vaults", name, k.vault))
-	}
-	e.keys[strings.ToLower(name)] = &key{vault: host, name: name, hsm: hsm, versions: []*keyVersion{v}}
-	e.mu.Unlock()
-	e.mustSave()
 	return u
+}
+
+// claimLocked records that name belongs to the vault host. A name of an
+// existing key, or one already told of in another vault, cannot be
+// claimed: every vault is served at one URL, so key names are unique
+// across vaults.
+func (e *Emulator) claimLocked(host, name string) error {
+	n := strings.ToLower(name)
+	if k := e.keys[n]; k != nil {
+		return fmt.Errorf("azureemu: key %q exists already (in %s): every vault is served at one URL, so key names are unique across vaults", name, k.vault)
+	}
+	if v, ok := e.vaults[n]; ok && !strings.EqualFold(v, host) {
+		return fmt.Errorf("azureemu: key name %q belongs to %s already: every vault is served at one URL, so key names are unique across vaults", name, v)
+	}
+	e.vaults[n] = host
+	return nil
 }
 
 // KeyURI returns the URI of an existing key (e.g. one loaded from the state
@@ -326,7 +391,8 @@ func (e *Emulator) setEnabled(u kms.KeyURI, on bool) {
 }
 
 // DeleteKey deletes the key with all its versions: every operation then
-// answers 404 KeyNotFound.
+// answers 404 KeyNotFound. The name stays its vault's: requests for it
+// still need that vault's token.
 func (e *Emulator) DeleteKey(u kms.KeyURI) {
 	e.update(u, func(*key) { delete(e.keys, strings.ToLower(u.KeyID)) })
 	e.mustSave()
@@ -334,7 +400,7 @@ func (e *Emulator) DeleteKey(u kms.KeyURI) {
 
 // Challenges returns how many data-plane requests were answered 401 with a
 // bearer challenge (requests without a token, or with a token the emulator
-// did not issue, has expired or is for another resource).
+// did not issue, has expired or is for another resource than their vault's).
 func (e *Emulator) Challenges() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()

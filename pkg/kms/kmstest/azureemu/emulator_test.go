@@ -137,6 +137,59 @@ func TestChallengeHeader(t *testing.T) {
 	}
 }
 
+// A key the vault does not hold is challenged for its vault's resource,
+// as a real vault's host decides it: a missing or deleted Managed HSM key
+// wants a Managed HSM token, and answers 404 to one. A name the emulator
+// was never told of takes either token.
+func TestMissingKeyResource(t *testing.T) {
+	e := StartT(t)
+	deletedOct, deletedRSA := e.CreateOctKey("acme-hsm", "hsm-deleted"), e.CreateRSAKey("acme-kv", "kv-deleted")
+	e.DeleteKey(deletedOct)
+	e.DeleteKey(deletedRSA)
+	e.MissingHSMKey("acme-hsm", "hsm-missing")
+	e.MissingVaultKey("acme-kv", "kv-missing")
+	vaultTok, hsmTok := token(t, e, ResourceVault), token(t, e, ResourceHSM)
+	value := make([]byte, 32)
+	for _, tc := range []struct {
+		name     string
+		resource string // "" = never told of
+	}{
+		{"hsm-missing", ResourceHSM},
+		{"hsm-deleted", ResourceHSM},
+		{"kv-missing", ResourceVault},
+		{"kv-deleted", ResourceVault},
+		{"never-named", ""},
+	} {
+		path := "/keys/" + tc.name + "/wrapkey"
+		for _, c := range []struct {
+			tok, audience string
+		}{{"", ""}, {vaultTok, ResourceVault}, {hsmTok, ResourceHSM}} {
+			a := keyOp(t, e, path, c.tok, "A256KW", value)
+			code, _ := a.kvCode()
+			switch {
+			case c.tok != "" && (tc.resource == "" || c.audience == tc.resource):
+				if a.status != http.StatusNotFound || code != "KeyNotFound" {
+					t.Errorf("%s with a %s token: answered %d %v, want 404 KeyNotFound", tc.name, c.audience, a.status, a.body)
+				}
+			default:
+				want := tc.resource
+				if want == "" {
+					want = ResourceVault
+				}
+				challenge := fmt.Sprintf(`Bearer authorization="%s/%s", resource="%s"`, e.URL, e.TenantID, want)
+				if got := a.header.Get("WWW-Authenticate"); a.status != http.StatusUnauthorized || got != challenge {
+					t.Errorf("%s with token %q: answered %d, WWW-Authenticate %q; want 401, %q", tc.name, c.audience, a.status, got, challenge)
+				}
+			}
+		}
+	}
+	// A missing key can be created later in its vault, not in another.
+	e.CreateOctKey("acme-hsm", "hsm-missing")
+	if a := keyOp(t, e, "/keys/hsm-missing/wrapkey", hsmTok, "A256KW", value); a.status != http.StatusOK {
+		t.Errorf("wrapkey after creating the missing key: %d %v", a.status, a.body)
+	}
+}
+
 func TestDiscovery(t *testing.T) {
 	e := StartT(t)
 	a := do(t, e, http.MethodGet, "/"+e.TenantID+"/v2.0/.well-known/openid-configuration", nil, nil)
@@ -413,10 +466,16 @@ func TestCreatePanics(t *testing.T) {
 	e.CreateRSAKey("acme-kv", "k")
 	for name, fn := range map[string]func(){
 		"same name in another vault": func() { e.CreateOctKey("acme-hsm", "K") },
-		"invalid vault name":         func() { e.CreateRSAKey("Acme_KV", "x") },
-		"invalid key name":           func() { e.CreateRSAKey("acme-kv", "x y") },
-		"rotating an unknown key":    func() { e.RotateKey(kms.MustParseKeyURI("azurekv://acme-kv.vault.azure.net/keys/nope")) },
-		"importing bad material":     func() { e.ImportOctKey("acme-hsm", "i", "0123456789abcdef0123456789abcdef", []byte{1}) },
+		"existing key named missing": func() { e.MissingVaultKey("acme-kv", "k") },
+		"missing name in two vaults": func() { e.MissingVaultKey("acme-kv", "m"); e.MissingHSMKey("acme-hsm", "m") },
+		"missing name created elsewhere": func() {
+			e.MissingHSMKey("acme-hsm", "n")
+			e.CreateRSAKey("acme-kv", "n")
+		},
+		"invalid vault name":      func() { e.CreateRSAKey("Acme_KV", "x") },
+		"invalid key name":        func() { e.CreateRSAKey("acme-kv", "x y") },
+		"rotating an unknown key": func() { e.RotateKey(kms.MustParseKeyURI("azurekv://acme-kv.vault.azure.net/keys/nope")) },
+		"importing bad material":  func() { e.ImportOctKey("acme-hsm", "i", "0123456789abcdef0123456789abcdef", []byte{1}) },
 	} {
 		func() {
 			defer func() {
@@ -437,6 +496,7 @@ func TestStateFileSurvivesRestart(t *testing.T) {
 	}
 	rsaKey := e1.CreateRSAKey("demo-vault", "rsa-key")
 	octKey := e1.CreateOctKey("demo-hsm", "oct-key")
+	e1.MissingHSMKey("demo-hsm", "gone")
 	ec := kms.NewEncryptionContext("acme", kms.PurposeAssetSeed)
 	p1, err := e1.Provider()
 	if err != nil {
@@ -460,6 +520,10 @@ func TestStateFileSurvivesRestart(t *testing.T) {
 	defer e2.Close()
 	if u, ok := e2.KeyURI("rsa-key"); !ok || u != rsaKey {
 		t.Fatalf("KeyURI after restart = %v %v, want %v", u, ok, rsaKey)
+	}
+	// The vault of a missing key's name survives too.
+	if got := do(t, e2, http.MethodPost, "/keys/gone//wrapkey?api-version="+apiVersion, nil, nil).header.Get("WWW-Authenticate"); !strings.Contains(got, ResourceHSM) {
+		t.Errorf("challenge for a missing Managed HSM key after restart: %q, want resource %s", got, ResourceHSM)
 	}
 	p2, err := e2.Provider()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -117,11 +118,16 @@ func (e *Emulator) handler() http.Handler {
 func (e *Emulator) keyOperation(w http.ResponseWriter, r *http.Request, rt route) {
 	e.mu.Lock()
 	k := e.keys[strings.ToLower(rt.name)]
-	resource := ResourceVault
-	if k != nil {
-		resource = k.resource()
+	// The audience the request needs is its vault's, key or no key, as a
+	// real Managed HSM challenges for its resource even for a key it does
+	// not hold (see "The bearer challenge" in the package documentation).
+	// A name the emulator was never told of names no vault: a token for
+	// either resource is good for its 404.
+	resources := []string{ResourceVault, ResourceHSM}
+	if host, ok := e.vaults[strings.ToLower(rt.name)]; ok {
+		resources = []string{resourceOf(host)}
 	}
-	if !e.authorizedLocked(w, r, resource) {
+	if !e.authorizedLocked(w, r, resources) {
 		e.mu.Unlock()
 		return
 	}
@@ -206,13 +212,14 @@ func (e *Emulator) crypt(op string, v *keyVersion, alg string, value []byte) (ou
 }
 
 // authorizedLocked checks the bearer token: present, issued by the
-// emulator's token endpoint, unexpired and for resource. Otherwise it
-// answers 401 with the challenge azkeys expects:
+// emulator's token endpoint, unexpired and for one of resources. Otherwise
+// it answers 401 with the challenge azkeys expects, naming the first:
 //
 //	WWW-Authenticate: Bearer authorization="<URL>/<tenant>", resource="<resource>"
 //
 // (or scope="<resource>/.default" with WithScopeChallenge).
-func (e *Emulator) authorizedLocked(w http.ResponseWriter, r *http.Request, resource string) bool {
+func (e *Emulator) authorizedLocked(w http.ResponseWriter, r *http.Request, resources []string) bool {
+	resource := resources[0]
 	authz := r.Header.Get("Authorization")
 	tok, bearer := strings.CutPrefix(authz, "Bearer ")
 	var why string
@@ -223,7 +230,7 @@ func (e *Emulator) authorizedLocked(w http.ResponseWriter, r *http.Request, reso
 		why = "AKV10022: Invalid token: not issued by this tenant's token service."
 	case time.Now().After(info.expires):
 		why = "AKV10022: Invalid token: the token has expired."
-	case info.audience != resource:
+	case !slices.Contains(resources, info.audience):
 		why = fmt.Sprintf("AKV10022: Invalid audience. Expected %s, found: %s.", resource, info.audience)
 	default:
 		return true

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,9 @@ type state struct {
 	ClientSecret   string     `json:"client_secret"`
 	FederatedToken string     `json:"federated_token"`
 	Keys           []keyState `json:"keys"`
+	// Vaults is the vault host of every key name told of, deleted and
+	// missing ones included (lower-case name → host).
+	Vaults map[string]string `json:"vaults,omitempty"`
 }
 
 type keyState struct {
@@ -69,6 +73,12 @@ func (e *Emulator) loadState() error {
 			return fmt.Errorf("azureemu: state %s: key %s has no version", e.opts.stateFile, ks.Name)
 		}
 		e.keys[strings.ToLower(k.name)] = k
+		e.vaults[strings.ToLower(k.name)] = k.vault
+	}
+	for name, host := range st.Vaults {
+		if _, ok := e.vaults[strings.ToLower(name)]; !ok {
+			e.vaults[strings.ToLower(name)] = host
+		}
 	}
 	return nil
 }
@@ -79,7 +89,8 @@ func (e *Emulator) saveState() error {
 		return nil
 	}
 	e.mu.Lock()
-	st := state{TenantID: e.TenantID, ClientID: e.ClientID, ClientSecret: e.ClientSecret, FederatedToken: e.FederatedToken}
+	st := state{TenantID: e.TenantID, ClientID: e.ClientID, ClientSecret: e.ClientSecret, FederatedToken: e.FederatedToken,
+		Vaults: maps.Clone(e.vaults)}
 	for _, k := range e.keys {
 		ks := keyState{Vault: k.vault, Name: k.name, HSM: k.hsm}
 		for _, v := range k.versions {
