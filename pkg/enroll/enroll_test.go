@@ -34,7 +34,7 @@ func newRig(t *testing.T, providers ...kms.ClientOption) *rig {
 		t.Fatal(err)
 	}
 	opts := append([]kms.ClientOption{kms.WithProvider(kms.SchemeLocal, localkms.New())}, providers...)
-	srv := enroll.NewServer(env.NC, store, kms.NewClient(opts...), platform.Default(), enroll.AllowLocalKeys(true),
+	srv := enroll.NewServer(env.NC, env.JS, store, kms.NewClient(opts...), platform.Default(), enroll.AllowLocalKeys(true),
 		enroll.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		enroll.WithClock(func() time.Time { return time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC) }))
 	if err := srv.Start(); err != nil {
@@ -146,7 +146,7 @@ func TestEnrollRequestsAreTenantBound(t *testing.T) {
 	env := natstest.Start(t)
 	// A request on one tenant's subject naming another tenant is refused.
 	store, _ := tenant.OpenStore(context.Background(), env.JS)
-	srv := enroll.NewServer(env.NC, store, kms.NewClient(), platform.Default())
+	srv := enroll.NewServer(env.NC, env.JS, store, kms.NewClient(), platform.Default())
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func newLifecycleRig(t *testing.T) *lifecycleRig {
 		t.Fatal(err)
 	}
 	c := &clock{t: t0}
-	srv := enroll.NewServer(env.NC, store, kms.NewClient(kms.WithProvider(kms.SchemeLocal, localkms.New())), platform.Default(),
+	srv := enroll.NewServer(env.NC, env.JS, store, kms.NewClient(kms.WithProvider(kms.SchemeLocal, localkms.New())), platform.Default(),
 		enroll.AllowLocalKeys(true), enroll.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), enroll.WithClock(c.now))
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

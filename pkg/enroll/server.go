@@ -11,33 +11,43 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
 
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/platform"
+	"github.com/keyward/keyward/pkg/rpc"
 	"github.com/keyward/keyward/pkg/tenant"
 )
 
-// QueueGroup is the queue group of every enrollment server.
-const QueueGroup = "keyward-enroll"
+const (
+	// QueueGroup is the queue group of every enrollment server.
+	QueueGroup = "keyward-enroll"
+	// ServiceName is the enrollment service's NATS micro service name
+	// (nats micro info keyward-enroll).
+	ServiceName = "keyward-enroll"
+	// DefaultConcurrency bounds the enrollments one server runs at once
+	// (each makes KMS calls of up to its timeout).
+	DefaultConcurrency = 16
+)
 
 // Server answers enrollment requests.
 type Server struct {
-	nc         *nats.Conn
-	tenants    *tenant.Store
-	kms        kms.Provider
-	platform   platform.Config
-	allowLocal bool
-	log        *slog.Logger
-	now        func() time.Time
-	timeout    time.Duration
-	stored     func(ctx context.Context, tenantID string, revision uint64)
+	nc          *nats.Conn
+	tenants     *tenant.Store
+	kms         kms.Provider
+	platform    platform.Config
+	allowLocal  bool
+	log         *slog.Logger
+	now         func() time.Time
+	timeout     time.Duration
+	concurrency int
+	stored      func(ctx context.Context, tenantID string, revision uint64)
 	// pub publishes the lifecycle events (KW_LIFECYCLE).
 	pub *events.Publisher
 
 	mu  sync.Mutex
-	sub *nats.Subscription
-	wg  sync.WaitGroup
+	srv *rpc.Server
 }
 
 // Option tunes a Server.
@@ -52,6 +62,17 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 // WithClock sets the clock of enrollment times (tests).
 func WithClock(now func() time.Time) Option { return func(s *Server) { s.now = now } }
 
+// WithConcurrency bounds the enrollments the server runs at once (default
+// DefaultConcurrency). When that many are running, the next request waits
+// for one to finish.
+func WithConcurrency(n int) Option {
+	return func(s *Server) {
+		if n > 0 {
+			s.concurrency = n
+		}
+	}
+}
+
 // WithStored sets a function called after a key is stored and before the
 // reply: the encryptor waits there until its own tenant cache has the new
 // revision, so an asset published right after `keyward tenant key add`
@@ -60,62 +81,86 @@ func WithStored(fn func(ctx context.Context, tenantID string, revision uint64)) 
 	return func(s *Server) { s.stored = fn }
 }
 
-// NewServer returns an enrollment server; Start subscribes it.
-func NewServer(nc *nats.Conn, tenants *tenant.Store, p kms.Provider, plat platform.Config, opts ...Option) *Server {
-	s := &Server{nc: nc, tenants: tenants, kms: p, platform: plat, log: slog.Default(), now: time.Now, timeout: 30 * time.Second}
+// NewServer returns an enrollment server; Start serves it on nc. js is the
+// JetStream context the lifecycle events are published with (KW_LIFECYCLE);
+// it may come from another connection than nc. Without one (nil) changes
+// are still stored and each reply carries a warning that the event was not
+// published.
+func NewServer(nc *nats.Conn, js jetstream.JetStream, tenants *tenant.Store, p kms.Provider, plat platform.Config, opts ...Option) *Server {
+	s := &Server{nc: nc, tenants: tenants, kms: p, platform: plat, log: slog.Default(), now: time.Now, timeout: 30 * time.Second, concurrency: DefaultConcurrency}
 	for _, o := range opts {
 		o(s)
 	}
-	if js, err := jetstream.New(nc); err == nil {
+	if js != nil {
 		s.pub = events.NewPublisher(js, "enroll")
 	} else {
-		s.log.Warn("enrollment service cannot publish lifecycle events", "error", err)
+		s.log.Warn("enrollment service cannot publish lifecycle events: no JetStream context")
 	}
 	return s
 }
 
-// Start subscribes to keyward.key.enroll.* in the enrollment queue group.
+// Start adds the micro service keyward-enroll on the server's connection:
+// endpoint "enroll" on keyward.key.enroll.* in the enrollment queue group,
+// at most the configured concurrency of enrollments at once.
 func (s *Server) Start() error {
-	sub, err := s.nc.QueueSubscribe(events.SubjectKeyEnrollAll, QueueGroup, func(m *nats.Msg) {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-			defer cancel()
-			resp := s.handle(ctx, m)
-			b, _ := json.Marshal(resp)
-			if err := m.Respond(b); err != nil {
-				s.log.Warn("enrollment reply failed", "error", err)
-			}
-		}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return errors.New("enroll: already started")
+	}
+	srv, err := rpc.Start(s.nc, rpc.Config{
+		Name:        ServiceName,
+		Description: "Keyward enrollment: proves a tenant's customer key works, then enrolls, rotates or deprovisions it",
+		QueueGroup:  QueueGroup,
+		Endpoint:    "enroll",
+		Subject:     events.SubjectKeyEnrollAll,
+		Concurrency: s.concurrency,
+		Timeout:     s.timeout,
+		Tracer:      otel.Tracer("github.com/keyward/keyward/pkg/enroll"),
+		SpanSubject: "keyward.key.enroll.{tenant}",
+		Logger:      s.log,
+		Handler:     s.serve,
 	})
 	if err != nil {
-		return fmt.Errorf("enroll: subscribing: %w", err)
+		return fmt.Errorf("enroll: %w", err)
 	}
-	s.mu.Lock()
-	s.sub = sub
-	s.mu.Unlock()
+	s.srv = srv
 	return nil
 }
 
-// Stop drains the subscription and waits for enrollments in flight.
+// Stop stops the service and waits until every request it received is
+// answered (enrollments in flight finish).
 func (s *Server) Stop() {
 	s.mu.Lock()
-	sub := s.sub
+	srv := s.srv
 	s.mu.Unlock()
-	if sub != nil {
-		_ = sub.Drain()
+	if srv != nil {
+		if err := srv.Stop(); err != nil {
+			s.log.Warn("stopping the enrollment service", "error", err)
+		}
 	}
-	s.wg.Wait()
 }
 
-func (s *Server) handle(ctx context.Context, m *nats.Msg) *Response {
-	subjectTenant, err := events.TenantFromSubject(m.Subject)
+// serve answers one request: the Response, with micro's error headers
+// carrying the refusal's code when it is one.
+func (s *Server) serve(ctx context.Context, r *rpc.Request) {
+	resp := s.handle(ctx, r)
+	if resp.Error != nil {
+		_ = r.RespondError(resp.Error.Code, resp.Error.Message, resp)
+		return
+	}
+	_ = r.Respond(resp)
+}
+
+// handle decides one request. r's headers are the caller's (e.g. the
+// server-set Nats-Request-Info).
+func (s *Server) handle(ctx context.Context, r *rpc.Request) *Response {
+	subjectTenant, err := events.TenantFromSubject(r.Subject())
 	if err != nil {
 		return fail(CodeInvalidRequest, "%v", err)
 	}
 	var req Request
-	if err := events.Decode("EnrollRequest", m.Data, &req); err != nil {
+	if err := events.Decode("EnrollRequest", r.Data(), &req); err != nil {
 		return fail(CodeInvalidRequest, "%v", err)
 	}
 	if req.TenantID != subjectTenant {

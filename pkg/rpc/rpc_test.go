@@ -18,6 +18,7 @@ import (
 
 	"github.com/keyward/keyward/pkg/natsembed/natstest"
 	"github.com/keyward/keyward/pkg/rpc"
+	"github.com/keyward/keyward/pkg/rpc/rpctest"
 )
 
 // reply is the shape of every Keyward reply: a value or an error object.
@@ -81,51 +82,6 @@ func request(t *testing.T, nc *nats.Conn, subject, body string) (*nats.Msg, repl
 	return m, r
 }
 
-// checkFor polls f until it returns nil, failing the test after total.
-func checkFor(t *testing.T, total time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func control[T any](t *testing.T, nc *nats.Conn, verb micro.Verb, name string) T {
-	t.Helper()
-	subj, err := micro.ControlSubject(verb, name, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := nc.Request(subj, nil, 5*time.Second)
-	if err != nil {
-		t.Fatalf("%s: %v", subj, err)
-	}
-	var v T
-	if err := json.Unmarshal(m.Data, &v); err != nil {
-		t.Fatalf("%s: %v", subj, err)
-	}
-	return v
-}
-
-func endpointData(t *testing.T, st micro.Stats) rpc.Stats {
-	t.Helper()
-	if len(st.Endpoints) != 1 {
-		t.Fatalf("stats endpoints %+v, want 1", st.Endpoints)
-	}
-	var d rpc.Stats
-	if err := json.Unmarshal(st.Endpoints[0].Data, &d); err != nil {
-		t.Fatalf("stats data %s: %v", st.Endpoints[0].Data, err)
-	}
-	return d
-}
-
 func TestServiceIsDiscoverable(t *testing.T) {
 	for _, concurrency := range []int{0, 3} {
 		t.Run(fmt.Sprintf("concurrency=%d", concurrency), func(t *testing.T) {
@@ -133,11 +89,11 @@ func TestServiceIsDiscoverable(t *testing.T) {
 			srvNC, _ := env.Connect(t)
 			start(t, srvNC, rpc.Config{Version: "v1.2.3", Description: "test service", Concurrency: concurrency, Timeout: time.Second})
 
-			ping := control[micro.Ping](t, env.NC, micro.PingVerb, "keyward-test")
+			ping := rpctest.Ping(t, env.NC, "keyward-test")
 			if ping.Name != "keyward-test" || ping.Version != "1.2.3" || ping.Type != micro.PingResponseType {
 				t.Fatalf("PING %+v", ping)
 			}
-			info := control[micro.Info](t, env.NC, micro.InfoVerb, "keyward-test")
+			info := rpctest.Info(t, env.NC, "keyward-test")
 			if info.Description != "test service" || len(info.Endpoints) != 1 || info.Metadata["keyward.version"] != "v1.2.3" {
 				t.Fatalf("INFO %+v", info)
 			}
@@ -166,19 +122,15 @@ func TestServiceIsDiscoverable(t *testing.T) {
 
 			// The package's own counts, in every mode. Answers are counted
 			// just after they are sent: await them.
-			var st micro.Stats
-			checkFor(t, 5*time.Second, func() error {
-				st = control[micro.Stats](t, env.NC, micro.StatsVerb, "keyward-test")
-				if d := endpointData(t, st); d.Requests != 3 || d.Errors != 1 || d.ErrorsByCode["bad_body"] != 1 ||
-					d.LastError != "bad_body: the body bad-three is bad" || d.Concurrency != concurrency || d.InFlight != 0 {
-					return fmt.Errorf("STATS data %+v", d)
+			var e *micro.EndpointStats
+			rpctest.AwaitStats(t, env.NC, "keyward-test", func(es *micro.EndpointStats, d rpc.Stats) error {
+				e = es
+				if d.Requests != 3 || d.Errors != 1 || d.ErrorsByCode["bad_body"] != 1 || d.LastError != "bad_body: the body bad-three is bad" ||
+					d.Concurrency != concurrency || d.InFlight != 0 || e.NumRequests != 3 || e.QueueGroup != "keyward-test" {
+					return fmt.Errorf("STATS %s", rpctest.String(e, d))
 				}
 				return nil
 			})
-			e := st.Endpoints[0]
-			if e.NumRequests != 3 || e.QueueGroup != "keyward-test" {
-				t.Fatalf("STATS endpoint %+v", e)
-			}
 			// micro counts the error itself only when the answer is sent
 			// before its handler returns: inline.
 			if concurrency == 0 && (e.NumErrors != 1 || e.LastError != "bad_body:the body bad-three is bad") {
@@ -237,7 +189,7 @@ func TestPoolBoundsHandlersAndAnswersAll(t *testing.T) {
 		}()
 	}
 	// The pool fills up to its bound, and no further.
-	checkFor(t, 10*time.Second, func() error {
+	rpctest.CheckFor(t, 10*time.Second, func() error {
 		if n := s.Stats().InFlight; n != bound || running.Load() != bound {
 			return fmt.Errorf("in flight %d, running %d, want %d", n, running.Load(), bound)
 		}
@@ -298,7 +250,7 @@ func testStopAnswers(t *testing.T, concurrency int) {
 	if err := env.NC.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, func() error {
+	rpctest.CheckFor(t, 10*time.Second, func() error {
 		if n := started.Load(); n != 1 {
 			return fmt.Errorf("%d handlers started, want 1", n)
 		}
@@ -309,7 +261,7 @@ func testStopAnswers(t *testing.T, concurrency int) {
 	go func() { stopped <- s.Stop() }()
 	// Once the endpoint is unsubscribed, with requests still in handlers
 	// and in the subscription, let the handlers finish.
-	checkFor(t, 10*time.Second, func() error {
+	rpctest.CheckFor(t, 10*time.Second, func() error {
 		if !s.Service().Stopped() {
 			return errors.New("service not stopped")
 		}

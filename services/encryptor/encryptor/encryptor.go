@@ -88,7 +88,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	if w.tenants, err = tenant.NewCache(ctx, tkv, tenantOpts...); err != nil {
 		return nil, err
 	}
-	w.enroll = enroll.NewServer(d.NC, tenant.NewStore(tkv, tenantOpts...), d.KMS, o.Platform,
+	w.enroll = enroll.NewServer(d.NC, d.JS, tenant.NewStore(tkv, tenantOpts...), d.KMS, o.Platform,
 		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.WithLogger(w.log), enroll.WithStored(w.awaitTenant))
 	skv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
 	if err != nil {
