@@ -9,13 +9,20 @@
 // seed under the tenant's encryption context; the key commitment holds for
 // the asset's identity. Only then is the per-asset key derived and sealed.
 // A request for one tenant can never touch another tenant's key.
+//
+// The broker is the NATS micro service keyward-key-broker (package
+// pkg/rpc): endpoint "unwrap" in the queue group keyward-key-broker, found
+// with `nats micro ls` and watched with `nats micro stats
+// keyward-key-broker`; at most Options.Concurrency requests (64) are
+// handled at once, the next waits for a slot. A refusal is the
+// UnwrapResponse with its error object, plus micro's error headers
+// Nats-Service-Error-Code (the keybroker code) and Nats-Service-Error.
 package broker
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,37 +41,44 @@ import (
 	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/ledger"
-	"github.com/keyward/keyward/pkg/telemetry"
+	"github.com/keyward/keyward/pkg/rpc"
 )
 
-// QueueGroup is the queue group every broker instance joins, so each request
-// is answered once.
-const QueueGroup = "keyward-key-broker"
+const (
+	// QueueGroup is the queue group every broker instance joins, so each
+	// request is answered once.
+	QueueGroup = "keyward-key-broker"
+	// ServiceName is the broker's NATS micro service name.
+	ServiceName = "keyward-key-broker"
+	// DefaultConcurrency bounds the requests one broker handles at once.
+	DefaultConcurrency = 64
+)
 
 // Server answers unwrap requests.
 type Server struct {
-	nc      *nats.Conn
-	ledger  *ledger.Store
-	seeds   *kms.SeedCache
-	log     *slog.Logger
-	tracer  trace.Tracer
-	sem     chan struct{}
-	timeout time.Duration
-	status  func(tenantID, keyURI string) events.KeyStatus
-	report  *keystatus.Reporter
+	nc          *nats.Conn
+	ledger      *ledger.Store
+	seeds       *kms.SeedCache
+	log         *slog.Logger
+	tracer      trace.Tracer
+	concurrency int
+	timeout     time.Duration
+	status      func(tenantID, keyURI string) events.KeyStatus
+	report      *keystatus.Reporter
 
 	requests metric.Int64Counter
 
 	mu  sync.Mutex
-	sub *nats.Subscription
-	wg  sync.WaitGroup
+	srv *rpc.Server
 }
 
 // Options tune a Server.
 type Options struct {
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
-	// Concurrency bounds requests in flight (KMS calls may be slow); default 64.
+	// Concurrency bounds requests in flight (KMS calls may be slow); default
+	// DefaultConcurrency. When that many are in flight the next request
+	// waits for one to finish.
 	Concurrency int
 	// Timeout bounds one request's work; default 5s.
 	Timeout time.Duration
@@ -77,7 +91,8 @@ type Options struct {
 	Reporter *keystatus.Reporter
 }
 
-// New returns a server; call Start to subscribe.
+// New returns a server; Start serves it on nc, the connection readers'
+// requests arrive on (the ledger and seed cache are its own).
 func New(nc *nats.Conn, store *ledger.Store, seeds *kms.SeedCache, o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -86,7 +101,7 @@ func New(nc *nats.Conn, store *ledger.Store, seeds *kms.SeedCache, o Options) (*
 		o.MeterProvider = otel.GetMeterProvider()
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 64
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
@@ -99,69 +114,82 @@ func New(nc *nats.Conn, store *ledger.Store, seeds *kms.SeedCache, o Options) (*
 	}
 	return &Server{
 		nc: nc, ledger: store, seeds: seeds, log: o.Logger,
-		tracer: otel.Tracer("github.com/keyward/keyward/services/encryptor/broker"),
-		sem:    make(chan struct{}, o.Concurrency), timeout: o.Timeout, requests: requests,
+		tracer:      otel.Tracer("github.com/keyward/keyward/services/encryptor/broker"),
+		concurrency: o.Concurrency, timeout: o.Timeout, requests: requests,
 		status: o.KeyStatus, report: o.Reporter,
 	}, nil
 }
 
-// Start subscribes to keyward.key.unwrap.* in the broker queue group.
+// Start adds the micro service keyward-key-broker on the server's
+// connection: endpoint "unwrap" on keyward.key.unwrap.* in the broker queue
+// group.
 func (s *Server) Start() error {
-	sub, err := s.nc.QueueSubscribe(events.SubjectKeyUnwrapAll, QueueGroup, s.handle)
-	if err != nil {
-		return fmt.Errorf("key broker: subscribing: %w", err)
-	}
 	s.mu.Lock()
-	s.sub = sub
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return errors.New("key broker: already started")
+	}
+	srv, err := rpc.Start(s.nc, rpc.Config{
+		Name:        ServiceName,
+		Description: "Keyward key broker: one asset's key, checked against the ledger and sealed with HPKE to the reader",
+		QueueGroup:  QueueGroup,
+		Endpoint:    "unwrap",
+		Subject:     events.SubjectKeyUnwrapAll,
+		Concurrency: s.concurrency,
+		Timeout:     s.timeout,
+		Tracer:      s.tracer,
+		SpanSubject: "keyward.key.unwrap.{tenant}",
+		Logger:      s.log,
+		Handler:     s.handle,
+	})
+	if err != nil {
+		return fmt.Errorf("key broker: %w", err)
+	}
+	s.srv = srv
 	return nil
 }
 
-// Stop drains the subscription and waits for requests in flight.
+// Stop stops the service and waits until every request it received is
+// answered.
 func (s *Server) Stop() {
 	s.mu.Lock()
-	sub := s.sub
+	srv := s.srv
 	s.mu.Unlock()
-	if sub != nil {
-		_ = sub.Drain()
+	if srv != nil {
+		if err := srv.Stop(); err != nil {
+			s.log.Warn("stopping the key broker", "error", err)
+		}
 	}
-	s.wg.Wait()
 }
 
-func (s *Server) handle(m *nats.Msg) {
-	s.sem <- struct{}{}
-	s.wg.Add(1)
-	go func() {
-		defer func() { <-s.sem; s.wg.Done() }()
-		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-		defer cancel()
-		ctx, span := telemetry.StartProcessSpan(ctx, s.tracer, m.Subject, m.Header, telemetry.WithDestinationTemplate("keyward.key.unwrap.{tenant}"))
-		defer span.End()
-		resp := s.serve(ctx, m)
-		outcome := "ok"
-		if resp.Error != nil {
-			outcome = resp.Error.Code
-			span.SetAttributes(attribute.String("keyward.broker.error", resp.Error.Code))
-		}
-		s.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
-		data, _ := json.Marshal(resp)
-		if err := m.Respond(data); err != nil {
-			s.log.WarnContext(ctx, "key broker could not reply", "error", err)
-		}
-	}()
+func (s *Server) handle(ctx context.Context, r *rpc.Request) {
+	resp := s.serve(ctx, r)
+	outcome := "ok"
+	if resp.Error != nil {
+		outcome = resp.Error.Code
+		trace.SpanFromContext(ctx).SetAttributes(attribute.String("keyward.broker.error", resp.Error.Code))
+	}
+	s.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
+	if resp.Error != nil {
+		_ = r.RespondError(resp.Error.Code, resp.Error.Message, resp)
+		return
+	}
+	_ = r.Respond(resp)
 }
 
 func refuse(code, format string, args ...any) *keybroker.UnwrapResponse {
 	return &keybroker.UnwrapResponse{Error: &keybroker.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
 }
 
-func (s *Server) serve(ctx context.Context, m *nats.Msg) *keybroker.UnwrapResponse {
-	subjectTenant, err := events.TenantFromSubject(m.Subject)
+// serve decides one request. r's headers are the reader's (e.g. the
+// server-set Nats-Request-Info).
+func (s *Server) serve(ctx context.Context, r *rpc.Request) *keybroker.UnwrapResponse {
+	subjectTenant, err := events.TenantFromSubject(r.Subject())
 	if err != nil {
 		return refuse(keybroker.CodeInvalidRequest, "%v", err)
 	}
 	var req keybroker.UnwrapRequest
-	if err := events.Decode("UnwrapRequest", m.Data, &req); err != nil {
+	if err := events.Decode("UnwrapRequest", r.Data(), &req); err != nil {
 		return refuse(keybroker.CodeInvalidRequest, "%v", err)
 	}
 	if req.TenantID != subjectTenant {
