@@ -460,6 +460,9 @@ func (a *Authority) ServerConfig(o ServerConfigOptions) (string, error) {
 	b.WriteString("# regenerate with `keyward access server-config`.\n")
 	fmt.Fprintf(&b, "operator: %q\n", op)
 	fmt.Fprintf(&b, "system_account: %q\n", a.AccountKey(AccountSystem))
+	// A user's JWT travels in its CONNECT line; the workers' permission
+	// lists make it larger than the default 4 KiB.
+	b.WriteString("max_control_line: 65536\n")
 	fmt.Fprintf(&b, "resolver: {\n  type: full\n  dir: %q\n  allow_delete: false\n  interval: \"2m\"\n  timeout: \"2s\"\n}\n", o.ResolverDir)
 	b.WriteString("resolver_preload: {\n")
 	for _, acc := range Accounts {

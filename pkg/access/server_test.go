@@ -83,6 +83,8 @@ func (s *testServer) observer(t *testing.T, acc Account) *nats.Conn {
 	pub, _ := user.PublicKey()
 	uc := jwt.NewUserClaims(pub)
 	uc.Name = "test-observer"
+	uc.Pub.Allow.Add(">")
+	uc.Sub.Allow.Add(">")
 	tok, err := uc.Encode(s.auth.accounts[acc])
 	if err != nil {
 		t.Fatal(err)
