@@ -2,7 +2,6 @@ package phonepolicy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +19,7 @@ import (
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keystatus"
 	"github.com/keyward/keyward/pkg/kms"
-	"github.com/keyward/keyward/pkg/telemetry"
+	"github.com/keyward/keyward/pkg/rpc"
 	"github.com/keyward/keyward/pkg/tenant"
 )
 
@@ -28,6 +27,9 @@ import (
 const (
 	// DefaultQueue is the queue group instances answer admissions in.
 	DefaultQueue = "keyward-phone-policy"
+	// ServiceName is the admission endpoint's NATS micro service name
+	// (nats micro stats keyward-phone-admission).
+	ServiceName = "keyward-phone-admission"
 	// DefaultCallHistory: at start, call events of this long ago are read
 	// again to rebuild the live calls (a call longer than this is not
 	// acted on).
@@ -40,8 +42,13 @@ const (
 
 // Deps are what a Worker uses; the caller owns them.
 type Deps struct {
+	// NC receives the breaker events (core NATS); JS reads KW_TENANTS,
+	// KW_KEY_STATUS and KW_PHONE and publishes the call actions.
 	NC *nats.Conn
 	JS jetstream.JetStream
+	// AdmitNC is the connection admissions are answered on (the micro
+	// service keyward-phone-admission); nil: NC.
+	AdmitNC *nats.Conn
 }
 
 // Options tune a Worker.
@@ -106,7 +113,7 @@ type Worker struct {
 	breakers map[string]breakerState // endpoint id → last state
 
 	ready   chan struct{}
-	sub     *nats.Subscription
+	srv     *rpc.Server
 	stopped chan struct{}
 }
 
@@ -115,6 +122,9 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	o.setDefaults()
 	if d.NC == nil || d.JS == nil {
 		return nil, errors.New("phone-policy: a NATS connection and JetStream are required")
+	}
+	if d.AdmitNC == nil {
+		d.AdmitNC = d.NC
 	}
 	w := &Worker{d: d, o: o, log: o.Logger.With("worker", "phone-policy"),
 		calls: map[string]map[string]*liveCall{}, breakers: map[string]breakerState{},
@@ -150,7 +160,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 }
 
 // Ready reports nil once the worker answers: tenants, key statuses and live
-// calls loaded, admission subscription in place.
+// calls loaded, admission service subscribed.
 func (w *Worker) Ready() error {
 	select {
 	case <-w.ready:
@@ -161,8 +171,8 @@ func (w *Worker) Ready() error {
 }
 
 // Run loads the state, then answers admissions and follows calls, key
-// statuses and breakers until ctx ends; then it drains the admission
-// subscription (requests in progress are answered) and returns.
+// statuses and breakers until ctx ends; then it stops the admission service
+// (every admission received is answered) and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	defer close(w.stopped)
 	defer w.tenants.Stop()
@@ -193,8 +203,21 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.keys.OnChange(func(r keystatus.Record) { w.reconsider(context.WithoutCancel(ctx), r.TenantID, "key_status") })
 	w.tenants.OnChange(func(id string) { w.reconsider(context.WithoutCancel(ctx), id, "settings") })
-	if w.sub, err = w.d.NC.QueueSubscribe(events.SubjectPhoneAdmitAll, w.o.Queue, w.admit); err != nil {
-		return err
+	// Admissions are answered inline, in the subscription's goroutine: the
+	// decision does no I/O and a hand-off to a pool costs more than it
+	// takes (docs/phone-policy.md).
+	if w.srv, err = rpc.Start(w.d.AdmitNC, rpc.Config{
+		Name:        ServiceName,
+		Description: "Keyward call admission: record, record_fallback, no_record or drop, from the tenant's key and settings",
+		QueueGroup:  w.o.Queue,
+		Endpoint:    "admit",
+		Subject:     events.SubjectPhoneAdmitAll,
+		Tracer:      w.tracer,
+		SpanSubject: "keyward.phone.admit.{tenant}",
+		Logger:      w.log,
+		Handler:     w.admit,
+	}); err != nil {
+		return fmt.Errorf("phone-policy: %w", err)
 	}
 	close(w.ready)
 	w.log.Info("phone-policy answering admissions", "tenants", w.tenants.Len(), "live_calls", w.liveCount())
@@ -205,25 +228,25 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Error("following calls stopped", "error", err)
 		}
 	}
-	_ = w.sub.Drain()
+	if err := w.srv.Stop(); err != nil {
+		w.log.Warn("stopping the admission service", "error", err)
+	}
 	return nil
 }
 
-// admit answers one CallAdmission.
-func (w *Worker) admit(m *nats.Msg) {
+// admit answers one CallAdmission: the CallDecision, an error reply with
+// micro's error headers carrying its code.
+func (w *Worker) admit(ctx context.Context, r *rpc.Request) {
 	start := time.Now()
-	ctx, span := telemetry.StartProcessSpan(context.Background(), w.tracer, m.Subject, m.Header, telemetry.WithDestinationTemplate("keyward.phone.admit.{tenant}"))
-	defer span.End()
-	resp := w.Admit(m.Subject, m.Data)
+	resp := w.decide(r.Subject(), r.Header(), r.Data())
 	outcome, reason := string(resp.Decision), resp.Reason
 	if resp.Error != nil {
 		outcome, reason = "error", resp.Error.Code
+		_ = r.RespondError(resp.Error.Code, resp.Error.Message, resp)
+	} else {
+		_ = r.Respond(resp)
 	}
-	span.SetAttributes(attribute.String("keyward.phone.decision", outcome), attribute.String("keyward.phone.reason", reason))
-	data, _ := json.Marshal(resp)
-	if err := m.Respond(data); err != nil {
-		w.log.Warn("could not answer an admission", "error", err)
-	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.String("keyward.phone.decision", outcome), attribute.String("keyward.phone.reason", reason))
 	attrs := metric.WithAttributes(attribute.String("decision", outcome), attribute.String("reason", reason))
 	w.metrics.decisions.Add(ctx, 1, attrs)
 	w.metrics.latency.Record(ctx, time.Since(start).Seconds())
@@ -232,6 +255,12 @@ func (w *Worker) admit(m *nats.Msg) {
 // Admit decides one admission request received on subject: the decision,
 // or an error reply naming what is wrong. It does no I/O.
 func (w *Worker) Admit(subject string, data []byte) *events.CallDecision {
+	return w.decide(subject, nil, data)
+}
+
+// decide is Admit for a request with its headers (h: the phone system's,
+// e.g. the server-set Nats-Request-Info; nil in-process).
+func (w *Worker) decide(subject string, h nats.Header, data []byte) *events.CallDecision {
 	fail := func(code, format string, args ...any) *events.CallDecision {
 		return &events.CallDecision{Error: &events.CallError{Code: code, Message: fmt.Sprintf(format, args...)}}
 	}
