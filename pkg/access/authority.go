@@ -40,7 +40,7 @@ type Authority struct {
 // its scope.
 type Identity struct {
 	// Name is unique in the deployment: [a-z0-9][a-z0-9-]{0,62}. It names
-	// the credentials file and the user's inbox prefix (_INBOX_<name>).
+	// the credentials file and the user's inbox prefix (_INBOX.<name>).
 	Name string `json:"name"`
 	Role Role   `json:"role"`
 	// Tenant scopes a tenant-admin.
@@ -341,10 +341,11 @@ const (
 	TagPurpose = "keyward-purpose:"
 )
 
-// InboxPrefix is the only inbox an identity may subscribe to; its client
-// must use it (nats.CustomInboxPrefix, `nats --inbox-prefix`), so no
-// identity can read another's replies.
-func InboxPrefix(name string) string { return "_INBOX_" + name }
+// InboxPrefix is the only inbox an identity may subscribe to
+// (_INBOX.<name>.>); its client must use it (nats.CustomInboxPrefix,
+// `nats --inbox-prefix _INBOX.<name>`), so no identity can read another's
+// replies.
+func InboxPrefix(name string) string { return "_INBOX." + name }
 
 // PermissionsFor expands the identity's role row of the matrix into NATS
 // user permissions: allow lists only (everything else is denied), the

@@ -203,11 +203,7 @@ var Matrix = []RoleSpec{
 		Role: RoleProvisioner, Account: AccountKeyward,
 		Summary: "creates and updates Keyward's streams and buckets (keyward dev at start, `keyward provision` in production); nothing else",
 		MustNot: []string{"read or write any message", "publish any Keyward event"},
-		Grants: Grants{Pub: concat(jsInfo, subjects(
-			"$JS.API.STREAM.CREATE.KW_*", "$JS.API.STREAM.UPDATE.KW_*", "$JS.API.STREAM.INFO.KW_*",
-			"$JS.API.STREAM.CREATE.KV_KW_*", "$JS.API.STREAM.UPDATE.KV_KW_*", "$JS.API.STREAM.INFO.KV_KW_*",
-			"$JS.API.STREAM.CREATE.OBJ_KW_*", "$JS.API.STREAM.UPDATE.OBJ_KW_*", "$JS.API.STREAM.INFO.OBJ_KW_*",
-		))},
+		Grants:  Grants{Pub: concat(jsInfo, provisioning())},
 	},
 	{
 		Role: RoleOperator, Account: AccountKeyward,
@@ -244,6 +240,9 @@ var Matrix = []RoleSpec{
 			objRead(events.BucketVault), objWrite(events.BucketVault),
 			kvRead(events.BucketTenants), kvRead(events.BucketKeyStatus),
 			observed, dlq, subjects(events.SubjectBreakerAll),
+			// The outcome of an asset, told to its producer's inbox
+			// (Keyward-Notify).
+			subjects("_INBOX.*.>"),
 		)},
 	},
 	{
@@ -361,6 +360,28 @@ var Matrix = []RoleSpec{
 		MustNot: []string{"reach any Keyward subject (it lives in the system account)"},
 		Grants:  Grants{Pub: subjects("$SYS.REQ.>")},
 	},
+}
+
+// provisioning allows creating, updating and looking up every declared
+// stream and bucket (and no other: NATS wildcards are whole tokens, so each
+// name is listed).
+func provisioning() []string {
+	o := events.ProvisionOptions{}
+	var names []string
+	for _, c := range events.StreamConfigs(o) {
+		names = append(names, c.Name)
+	}
+	for _, c := range events.KeyValueConfigs(o) {
+		names = append(names, kvStream(c.Bucket))
+	}
+	for _, c := range events.ObjectStoreConfigs(o) {
+		names = append(names, objStream(c.Bucket))
+	}
+	var out []string
+	for _, n := range names {
+		out = append(out, "$JS.API.STREAM.CREATE."+n, "$JS.API.STREAM.UPDATE."+n, "$JS.API.STREAM.INFO."+n)
+	}
+	return out
 }
 
 func prefixOf(wildcard string) string { return strings.TrimSuffix(wildcard, "*") }

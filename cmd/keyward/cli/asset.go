@@ -153,7 +153,7 @@ HPKE key, and decrypts locally, fetching only the chunks needed.
 			if err := events.ValidateAssetID(id); err != nil {
 				return usagef("asset id: %v", err)
 			}
-			ctx, nc, js, done, err := a.session(cmd)
+			ctx, nc, js, done, err := a.sessionAs(cmd, IdentityReader)
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,13 +20,32 @@ type result struct {
 	stdout, stderr string
 }
 
+// run runs the keyward command against the NATS server at url. When url
+// is a dev stack's (registerDev), the command finds its credentials in the
+// stack's creds dir, as it would in the directory of `keyward dev`.
 func run(t *testing.T, url string, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code := cli.Main(ctx, append([]string{"--nats-url", url}, args...), strings.NewReader(stdin), &out, &errb, func(string) string { return "" })
+	credsDir, _ := devCredsDirs.Load(url)
+	getenv := func(k string) string {
+		if k == "KEYWARD_CREDS_DIR" && credsDir != nil {
+			return credsDir.(string)
+		}
+		return ""
+	}
+	code := cli.Main(ctx, append([]string{"--nats-url", url}, args...), strings.NewReader(stdin), &out, &errb, getenv)
 	return result{code, out.String(), errb.String()}
+}
+
+// devCredsDirs maps a dev stack's NATS URL to its creds dir.
+var devCredsDirs sync.Map
+
+// registerDev lets run find d's credentials.
+func registerDev(t testing.TB, d *cli.Dev) {
+	devCredsDirs.Store(d.URL(), d.CredsDir)
+	t.Cleanup(func() { devCredsDirs.Delete(d.URL()) })
 }
 
 func startDev(t *testing.T, dir string) *cli.Dev {
@@ -35,6 +55,7 @@ func startDev(t *testing.T, dir string) *cli.Dev {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Stop)
+	registerDev(t, d)
 	return d
 }
 

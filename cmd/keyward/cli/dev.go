@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/keyward/keyward/pkg/access"
 	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keystatus"
@@ -88,6 +89,11 @@ type DevOptions struct {
 	Telemetry            *telemetry.Telemetry
 	// MeterProvider overrides Telemetry's (tests read counters from it).
 	MeterProvider metric.MeterProvider
+	// NoAuth runs the embedded server without authentication (anyone may
+	// connect and do anything), as before access control existed:
+	// benchmarks' "auth off" baseline. By default every connection is an
+	// identity of pkg/access with the matrix's permissions.
+	NoAuth bool
 }
 
 // Dev is a running all-in-one Keyward: embedded nats-server with
@@ -125,7 +131,13 @@ type Dev struct {
 	OCI   *ociemu.Emulator
 	Azure *azureemu.Emulator
 
+	// Auth is the deployment's authority (nil with NoAuth); CredsDir holds
+	// one credentials file per dev identity (devIdentities).
+	Auth     *access.Authority
+	CredsDir string
+
 	closers []func()
+	conns   []*nats.Conn
 
 	ledger        *ledger.Store
 	reLedger      *ledger.Store
@@ -164,20 +176,33 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 			d.Stop()
 		}
 	}()
-	d.Server, err = natsembed.Start(natsembed.Options{Host: o.Host, Port: o.Port, StoreDir: filepath.Join(dataDir, "nats"), ServerName: "keyward-dev"})
+	var confPath string
+	if !o.NoAuth {
+		if confPath, err = d.startAuth(dataDir); err != nil {
+			return nil, err
+		}
+	}
+	d.Server, err = natsembed.Start(natsembed.Options{Host: o.Host, Port: o.Port, StoreDir: filepath.Join(dataDir, "nats"), ServerName: "keyward-dev", ConfigFile: confPath})
 	if err != nil {
 		if o.Port != 0 && portInUse(o.Host, o.Port) {
 			return nil, fmt.Errorf("port %d is in use (another `keyward dev` or nats-server?); stop it or pass --port: %w", o.Port, err)
 		}
 		return nil, err
 	}
-	if d.NC, err = nats.Connect(d.Server.URL(), nats.Name("keyward-dev"), nats.MaxReconnects(-1)); err != nil {
+	_, provJS, err := d.Connect(IdentityProvisioner)
+	if err != nil {
 		return nil, err
 	}
-	if d.JS, err = jetstream.New(d.NC); err != nil {
+	if err := events.Provision(ctx, provJS, events.ProvisionOptions{Replicas: 1}); err != nil {
 		return nil, err
 	}
-	if err := events.Provision(ctx, d.JS, events.ProvisionOptions{Replicas: 1}); err != nil {
+	// The stack's own connection (demo tenants, Dev.NC for tests) is the
+	// operator's; each worker connects as its own identity below.
+	if d.NC, d.JS, err = d.Connect(IdentityOperator); err != nil {
+		return nil, err
+	}
+	encNC, encJS, err := d.Connect(string(access.RoleEncryptor))
+	if err != nil {
 		return nil, err
 	}
 
@@ -213,7 +238,7 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	d.MonitorKMS = kms.NewClient(append(kmsOpts, o.KMSOptions...)...)
 	clientOpts := append(kmsOpts, o.KMSOptions...)
 	if !o.NoBreaker {
-		d.breakerEvents = encryptor.NewBreakerEvents(d.JS, "keyward-dev", o.Logger)
+		d.breakerEvents = encryptor.NewBreakerEvents(encJS, "keyward-dev", o.Logger)
 		d.Breakers = breaker.New(breaker.WithSettings(o.Breaker), breaker.WithOnStateChange(d.breakerEvents.OnChange), breaker.WithMeterProvider(mp))
 		clientOpts = append(clientOpts, kms.WithGuard(d.Breakers))
 	}
@@ -242,7 +267,17 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel, d.done = cancel, make(chan error, 1)
-	if d.Encryptor, err = encryptor.New(runCtx, encryptor.Deps{NC: d.NC, JS: d.JS, KMS: client, Seeds: seeds, Ledger: d.ledger}, opts); err != nil {
+	encDeps := encryptor.Deps{NC: encNC, JS: encJS, KMS: client, Seeds: seeds, Ledger: d.ledger}
+	if encDeps.BrokerNC, _, err = d.Connect(string(access.RoleKeyBroker)); err != nil {
+		return nil, err
+	}
+	if encDeps.EnrollNC, _, err = d.Connect(string(access.RoleEnrollment)); err != nil {
+		return nil, err
+	}
+	if _, encDeps.EnrollJS, err = d.Connect(string(access.RoleAdmin)); err != nil {
+		return nil, err
+	}
+	if d.Encryptor, err = encryptor.New(runCtx, encDeps, opts); err != nil {
 		return nil, err
 	}
 	go func() { d.done <- d.Encryptor.Run(runCtx) }()
@@ -254,7 +289,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if mo.MeterProvider == nil {
 		mo.MeterProvider = mp
 	}
-	if d.Monitor, err = monitor.New(runCtx, monitor.Deps{NC: d.NC, JS: d.JS, KMS: d.MonitorKMS}, mo); err != nil {
+	monNC, monJS, err := d.Connect(string(access.RoleKeyHealth))
+	if err != nil {
+		return nil, err
+	}
+	if d.Monitor, err = monitor.New(runCtx, monitor.Deps{NC: monNC, JS: monJS, KMS: d.MonitorKMS}, mo); err != nil {
 		return nil, err
 	}
 	d.monitorDone = make(chan error, 1)
@@ -283,7 +322,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 		ro.MeterProvider = mp
 	}
 	reSeeds := kms.NewSeedCache(d.ReencryptorKMS, kms.DefaultSeedCacheConfig(), kms.WithMeterProvider(mp))
-	if d.Reencryptor, err = reencryptor.New(runCtx, reencryptor.Deps{NC: d.NC, JS: d.JS, KMS: d.ReencryptorKMS, Seeds: reSeeds, Ledger: d.reLedger}, ro); err != nil {
+	reNC, reJS, err := d.Connect(string(access.RoleReencryptor))
+	if err != nil {
+		return nil, err
+	}
+	if d.Reencryptor, err = reencryptor.New(runCtx, reencryptor.Deps{NC: reNC, JS: reJS, KMS: d.ReencryptorKMS, Seeds: reSeeds, Ledger: d.reLedger}, ro); err != nil {
 		return nil, err
 	}
 	d.reDone = make(chan error, 1)
@@ -310,7 +353,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if no.MeterProvider == nil {
 		no.MeterProvider = mp
 	}
-	if d.Notifier, err = notifier.New(runCtx, notifier.Deps{NC: d.NC, JS: d.JS, Sender: d.mailSender, Store: d.notifierStore}, no); err != nil {
+	noNC, noJS, err := d.Connect(string(access.RoleNotifier))
+	if err != nil {
+		return nil, err
+	}
+	if d.Notifier, err = notifier.New(runCtx, notifier.Deps{NC: noNC, JS: noJS, Sender: d.mailSender, Store: d.notifierStore}, no); err != nil {
 		return nil, err
 	}
 	d.notifierDone = make(chan error, 1)
@@ -324,7 +371,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if po.MeterProvider == nil {
 		po.MeterProvider = mp
 	}
-	if d.PhonePolicy, err = phonepolicy.New(runCtx, phonepolicy.Deps{NC: d.NC, JS: d.JS}, po); err != nil {
+	phNC, phJS, err := d.Connect(string(access.RolePhonePolicy))
+	if err != nil {
+		return nil, err
+	}
+	if d.PhonePolicy, err = phonepolicy.New(runCtx, phonepolicy.Deps{NC: phNC, JS: phJS}, po); err != nil {
 		return nil, err
 	}
 	d.phoneDone = make(chan error, 1)
@@ -403,9 +454,10 @@ func (d *Dev) Stop() {
 	if d.mailSender != nil {
 		d.mailSender.Close()
 	}
-	if d.NC != nil {
-		d.NC.Drain()
+	for _, nc := range d.conns {
+		_ = nc.Drain()
 	}
+	d.conns = nil
 	if d.Server != nil {
 		d.Server.Shutdown()
 	}
@@ -658,7 +710,7 @@ func (a *App) devKeyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nc, js, err := a.connect()
+			nc, js, err := a.connectAs(string(access.RoleKeyHealth))
 			if err != nil {
 				return fmt.Errorf("the key file is changed, but its status could not be recorded: %w", err)
 			}

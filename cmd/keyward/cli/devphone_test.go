@@ -16,10 +16,11 @@ import (
 func TestDevAnswersCallAdmissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	d := startDev(t, dir)
+	phoneNC, _ := as(t, d, "phone")
 	admit := func() events.CallDecision {
 		t.Helper()
 		req, _ := json.Marshal(events.CallAdmission{CallID: "call-1", TenantID: "demo", UserID: "u-1", Direction: events.DirectionInbound, RecordingRequested: true})
-		m, err := d.NC.Request(events.SubjectPhoneAdmit("demo"), req, 2*time.Second)
+		m, err := phoneNC.Request(events.SubjectPhoneAdmit("demo"), req, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

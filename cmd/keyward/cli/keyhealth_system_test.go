@@ -76,7 +76,9 @@ func khStart(t *testing.T, o cli.DevOptions) *khStack {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Stop)
+	registerDev(t, d)
 	s.d = d
+	obsNC, _ := observe(t, d)
 	for subject, record := range map[string]func(*nats.Msg){
 		events.SubjectKeyStatusAll: func(m *nats.Msg) {
 			ev, err := events.DecodeKeyStatusChanged(m.Data)
@@ -99,13 +101,14 @@ func khStart(t *testing.T, o cli.DevOptions) *khStack {
 			s.mu.Unlock()
 		},
 	} {
-		sub, err := d.NC.Subscribe(subject, record)
+		sub, err := obsNC.Subscribe(subject, record)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { sub.Unsubscribe() })
 	}
-	if s.prod, err = producer.New(ctx, d.NC, d.JS); err != nil {
+	prodNC, prodJS := as(t, d, cli.IdentityProducer)
+	if s.prod, err = producer.New(ctx, prodNC, prodJS); err != nil {
 		t.Fatal(err)
 	}
 	if s.store, err = tenant.OpenStore(ctx, d.JS); err != nil {
@@ -207,7 +210,8 @@ func (s *khStack) read(tenantID, assetID string) ([]byte, string) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c := keybroker.NewClient(s.d.NC, keybroker.WithRetries(0), keybroker.WithTimeout(5*time.Second))
+	readerNC, _ := as(s.t, s.d, cli.IdentityReader)
+	c := keybroker.NewClient(readerNC, keybroker.WithRetries(0), keybroker.WithTimeout(5*time.Second))
 	a, err := c.Open(ctx, s.vault, tenantID, assetID, cobblestone.WithConcurrency(0))
 	if err == nil {
 		var size int64

@@ -109,6 +109,7 @@ func TestDevWritesEmailFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Stop)
+	registerDev(t, d)
 	if d.MailDir != filepath.Join(dir, "mail") {
 		t.Fatalf("mail dir %q", d.MailDir)
 	}

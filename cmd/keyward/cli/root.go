@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,8 +19,23 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/keyward/keyward/pkg/access"
 	"github.com/keyward/keyward/pkg/svc"
 )
+
+// redactURL drops userinfo (a password) from a NATS URL list before it is
+// printed.
+func redactURL(s string) string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		if p, err := url.Parse(strings.TrimSpace(u)); err == nil && p.User != nil {
+			p.User = url.User("redacted")
+			u = p.String()
+		}
+		out = append(out, u)
+	}
+	return strings.Join(out, ",")
+}
 
 // App holds what every command shares.
 type App struct {
@@ -29,6 +46,7 @@ type App struct {
 
 	natsURL   string
 	natsCreds string
+	credsDir  string
 	timeout   time.Duration
 	jsonOut   bool
 }
@@ -88,7 +106,8 @@ Every command except dev talks to the NATS server in NATS_URL.`,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats-url", def, "NATS server URL (env NATS_URL)")
-	pf.StringVar(&a.natsCreds, "nats-creds", a.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	pf.StringVar(&a.natsCreds, "nats-creds", a.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS); default: the command's identity in --creds-dir")
+	pf.StringVar(&a.credsDir, "creds-dir", envOr(a.Getenv, "KEYWARD_CREDS_DIR", ".keyward/creds"), "where `keyward dev` wrote its credentials: without --nats-creds a command uses <dir>/<identity>.creds if it exists (operator; reader for asset get) (env KEYWARD_CREDS_DIR)")
 	pf.DurationVar(&a.timeout, "timeout", 60*time.Second, "how long to wait for an answer")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -96,15 +115,47 @@ Every command except dev talks to the NATS server in NATS_URL.`,
 	return root
 }
 
-// connect opens a NATS connection for a command.
+// connect opens a NATS connection for a command, as the operator.
 func (a *App) connect() (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{nats.Name("keyward-cli"), nats.Timeout(5 * time.Second)}
+	return a.connectAs(IdentityOperator)
+}
+
+// credsFor is the credentials file a command needing identity uses:
+// --nats-creds / NATS_CREDS when given, else <creds-dir>/<identity>.creds
+// when it exists (keyward dev writes them), else none.
+func (a *App) credsFor(identity string) string {
 	if a.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(a.natsCreds))
+		return a.natsCreds
 	}
-	nc, err := nats.Connect(a.natsURL, opts...)
+	if a.credsDir == "" {
+		return ""
+	}
+	path := access.CredsPath(a.credsDir, identity)
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
+}
+
+// connectAs opens a NATS connection for a command that needs identity's
+// permissions (an operator's by default; a reader's to read content).
+func (a *App) connectAs(identity string) (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{nats.Name("keyward-cli"), nats.Timeout(5 * time.Second)}
+	creds := a.credsFor(identity)
+	copts, err := access.ClientOptions(creds)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w (is `keyward dev` running? set NATS_URL or --nats-url)", a.natsURL, err)
+		return nil, nil, usageError{fmt.Errorf("--nats-creds: %w", err)}
+	}
+	nc, err := nats.Connect(a.natsURL, append(opts, copts...)...)
+	if err != nil {
+		hint := "is `keyward dev` running? set NATS_URL or --nats-url"
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			hint = "the server refused the credentials: pass --nats-creds (or NATS_CREDS) with a current credential; `keyward dev` writes them to .keyward/creds"
+			if creds == "" {
+				hint = "the server requires credentials: pass --nats-creds (or NATS_CREDS), or run from the directory of `keyward dev` (.keyward/creds)"
+			}
+		}
+		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w (%s)", redactURL(a.natsURL), err, hint)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -117,7 +168,12 @@ func (a *App) connect() (*nats.Conn, jetstream.JetStream, error) {
 // session connects to NATS and bounds the command by --timeout. Call done
 // when the command is finished.
 func (a *App) session(cmd *cobra.Command) (ctx context.Context, nc *nats.Conn, js jetstream.JetStream, done func(), err error) {
-	nc, js, err = a.connect()
+	return a.sessionAs(cmd, IdentityOperator)
+}
+
+// sessionAs is session with identity's credentials (connectAs).
+func (a *App) sessionAs(cmd *cobra.Command, identity string) (ctx context.Context, nc *nats.Conn, js jetstream.JetStream, done func(), err error) {
+	nc, js, err = a.connectAs(identity)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

@@ -17,7 +17,10 @@ import (
 func TestStatusShowsKeyHealth(t *testing.T) {
 	d := startDev(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
-	kv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
+	// Play the key-health-monitor and an encryptor, as their identities.
+	_, monJS := as(t, d, "key-health-monitor")
+	_, encJS := as(t, d, "encryptor")
+	kv, err := monJS.KeyValue(ctx, events.BucketKeyStatus)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +33,7 @@ func TestStatusShowsKeyHealth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pub := events.NewPublisher(d.JS, "test")
+	pub := events.NewPublisher(encJS, "test")
 	for i, to := range []string{"open", "half_open", "open"} {
 		from := "closed"
 		if i > 0 {

@@ -88,7 +88,13 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	if w.tenants, err = tenant.NewCache(ctx, tkv, tenantOpts...); err != nil {
 		return nil, err
 	}
-	w.enroll = enroll.NewServer(d.NC, d.JS, tenant.NewStore(tkv, tenantOpts...), d.KMS, o.Platform,
+	etkv := tkv
+	if d.EnrollJS != nil {
+		if etkv, err = d.EnrollJS.KeyValue(ctx, events.BucketTenants); err != nil {
+			return nil, fmt.Errorf("encryptor: tenants bucket of the enrollment service: %w", err)
+		}
+	}
+	w.enroll = enroll.NewServer(d.enrollNC(), d.enrollJS(), tenant.NewStore(etkv, tenantOpts...), d.KMS, o.Platform,
 		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.WithLogger(w.log), enroll.WithStored(w.awaitTenant))
 	skv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
 	if err != nil {
@@ -102,7 +108,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	w.keys.OnChange(w.flushKey)
 	w.reporter = keystatus.NewReporter(d.NC, instanceName(o.Name), keystatus.WithReporterLogger(w.log))
 	w.projector = projector.New(d.JS, d.Ledger, projector.WithLogger(w.log))
-	if w.broker, err = broker.New(d.NC, d.Ledger, d.Seeds, broker.Options{
+	if w.broker, err = broker.New(d.brokerNC(), d.Ledger, d.Seeds, broker.Options{
 		Logger: w.log, MeterProvider: o.MeterProvider,
 		KeyStatus: w.keys.Status, Reporter: w.reporter,
 	}); err != nil {

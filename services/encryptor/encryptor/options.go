@@ -39,6 +39,40 @@ type Deps struct {
 	KMS    *kms.Client
 	Seeds  *kms.SeedCache
 	Ledger *ledger.Store
+
+	// The request-reply services this process serves, each as its own NATS
+	// identity (pkg/access) when authentication is on; a nil field falls
+	// back to NC / JS (an unauthenticated deployment).
+	//
+	// BrokerNC serves keyward.key.unwrap.* (role key-broker, account
+	// KEYWARD_SERVICES, so requests carry the caller's identity).
+	BrokerNC *nats.Conn
+	// EnrollNC serves keyward.key.enroll.* (role enrollment, account
+	// KEYWARD_SERVICES); EnrollJS is the enrollment service's data plane:
+	// tenant writes and lifecycle events (role admin).
+	EnrollNC *nats.Conn
+	EnrollJS jetstream.JetStream
+}
+
+func (d Deps) brokerNC() *nats.Conn {
+	if d.BrokerNC != nil {
+		return d.BrokerNC
+	}
+	return d.NC
+}
+
+func (d Deps) enrollNC() *nats.Conn {
+	if d.EnrollNC != nil {
+		return d.EnrollNC
+	}
+	return d.NC
+}
+
+func (d Deps) enrollJS() jetstream.JetStream {
+	if d.EnrollJS != nil {
+		return d.EnrollJS
+	}
+	return d.JS
 }
 
 // Options tune a Worker.
