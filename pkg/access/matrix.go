@@ -226,6 +226,9 @@ var Matrix = []RoleSpec{
 			subjects(events.SubjectAssetCreatedAll, "keyward.phone.call.*.*"),
 			subjects("$JS.API.STREAM.MSG.DELETE."+events.StreamDLQ),
 			subjects(events.SubjectKeyEnrollAll),
+			// The audit event of `keyward tenant phone` (until the admin
+			// service makes every tenant change).
+			subjects(events.SubjectPhoneSettingsChanged("*")),
 		)},
 	},
 	{

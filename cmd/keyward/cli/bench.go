@@ -269,7 +269,7 @@ Figures go to docs/benchmarks.md with the command that produced them.`,
 				return err
 			}
 			defer os.RemoveAll(dir)
-			d, err := StartDev(ctx, DevOptions{DataDir: dir, Port: 0})
+			d, err := StartDev(ctx, DevOptions{DataDir: dir, Port: 0, NoAuth: benchNoAuth})
 			if err != nil {
 				return err
 			}
@@ -294,7 +294,7 @@ Figures go to docs/benchmarks.md with the command that produced them.`,
 					return err
 				}
 				defer os.RemoveAll(dir2)
-				if d, err = StartDev(ctx, DevOptions{DataDir: dir2, Port: 0, SeedCache: NoSeedCache(), KMSOptions: NoRateLimits()}); err != nil {
+				if d, err = StartDev(ctx, DevOptions{DataDir: dir2, Port: 0, SeedCache: NoSeedCache(), KMSOptions: NoRateLimits(), NoAuth: benchNoAuth}); err != nil {
 					return err
 				}
 				off, err := ProviderBench(ctx, d, "off", providerAssets, size)
@@ -387,3 +387,10 @@ func EnvelopeBench(envBytes int) []BenchResult {
 	}
 	return out
 }
+
+// benchNoAuth: the benchmark stacks run without authentication. Their raw
+// baselines create streams of their own and their scenarios act as every
+// role at once on Dev.NC, which no least-privilege identity may; measuring
+// the pipeline with authentication and TLS on next to off, in the same
+// run, is the open item of issue 11 (docs/security.md).
+const benchNoAuth = true

@@ -27,7 +27,7 @@ func producerConn(b *testing.B, d *cli.Dev) (*nats.Conn, jetstream.JetStream) {
 }
 
 func startBenchDev(b *testing.B) *cli.Dev {
-	d, err := cli.StartDev(context.Background(), cli.DevOptions{DataDir: filepath.Join(b.TempDir(), "data"), Port: 0})
+	d, err := cli.StartDev(context.Background(), cli.DevOptions{DataDir: filepath.Join(b.TempDir(), "data"), Port: 0, NoAuth: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func BenchmarkRawJetStream1KiB(b *testing.B) {
 // the cache off so the provider, not the quota guard, is measured.
 func BenchmarkProviderAsset(b *testing.B) {
 	for _, cache := range []string{"on", "off"} {
-		o := cli.DevOptions{DataDir: filepath.Join(b.TempDir(), "data"), Port: 0}
+		o := cli.DevOptions{DataDir: filepath.Join(b.TempDir(), "data"), Port: 0, NoAuth: true}
 		if cache == "off" {
 			o.SeedCache, o.KMSOptions = cli.NoSeedCache(), cli.NoRateLimits()
 		}

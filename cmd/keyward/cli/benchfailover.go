@@ -1005,7 +1005,7 @@ func FailoverRoundTrip(ctx context.Context, js jetstream.JetStream, n, size int)
 // short selects FailoverShortKeyHealth and FailoverShortBreaker instead of
 // the production defaults.
 func FailoverDevOptions(dir, seedCache string, short, noBreaker bool) DevOptions {
-	o := DevOptions{DataDir: dir, Port: 0, NoBreaker: noBreaker}
+	o := DevOptions{DataDir: dir, Port: 0, NoBreaker: noBreaker, NoAuth: benchNoAuth}
 	if seedCache == "off" {
 		o.SeedCache, o.KMSOptions = NoSeedCache(), NoRateLimits()
 	}

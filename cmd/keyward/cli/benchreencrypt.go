@@ -110,7 +110,7 @@ func ReencryptDevOptions(dir string, share float64) DevOptions {
 	if share <= 0 {
 		share = -1 // DevOptions: negative is unlimited, 0 the default share
 	}
-	return DevOptions{DataDir: dir, Port: 0, ReencryptorRateShare: share,
+	return DevOptions{DataDir: dir, Port: 0, ReencryptorRateShare: share, NoAuth: benchNoAuth,
 		KeyHealth: monitor.Options{HealthyInterval: 24 * time.Hour, UnhealthyInterval: 24 * time.Hour, ConfirmInterval: 24 * time.Hour}}
 }
 

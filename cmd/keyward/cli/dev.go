@@ -573,6 +573,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 	f := cmd.Flags()
 	f.StringVar(&o.DataDir, "data-dir", envOr(a.Getenv, "KEYWARD_DATA_DIR", ".keyward"), "where NATS data, keys and ledgers live (env KEYWARD_DATA_DIR)")
 	f.StringVar(&o.Host, "host", "127.0.0.1", "address NATS listens on")
+	f.BoolVar(&o.NoAuth, "no-auth", false, "run NATS without authentication (anyone may do anything): only to compare with the authenticated stack")
 	f.IntVar(&o.Port, "port", 4222, "port NATS listens on (0: any free port)")
 	f.StringVar(&o.SMTPURL, "smtp-url", envOr(a.Getenv, "KEYWARD_SMTP_URL", ""), "send the notifier's email through this SMTP server, e.g. smtp://localhost:1025?tls=none (default: .eml files under the data dir's mail/) (env KEYWARD_SMTP_URL)")
 	f.StringVar(&o.Notifier.From, "mail-from", envOr(a.Getenv, "KEYWARD_MAIL_FROM", "Keyward dev <keyward@localhost>"), "sender address of the notifier's email (env KEYWARD_MAIL_FROM)")
@@ -587,6 +588,13 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	w := a.Stdout
 	fmt.Fprintf(w, "Keyward dev is running.\n\n")
 	fmt.Fprintf(w, "  NATS        %s  (JetStream data in %s)\n", d.URL(), d.Server.StoreDir())
+	if d.CredsDir != "" {
+		fmt.Fprintf(w, "  access      authentication on: one credentials file per identity in %s\n", d.CredsDir)
+		fmt.Fprintf(w, "              (the keyward CLI finds them from this directory; nats CLI: --creds %s --inbox-prefix %s)\n",
+			d.Creds(IdentityOperator), access.InboxPrefix(IdentityOperator))
+	} else {
+		fmt.Fprintf(w, "  access      authentication OFF (--no-auth): anyone who reaches the port can do anything\n")
+	}
 	fmt.Fprintf(w, "  workers     encryptor (consumer %q on %s), key broker (%s)\n", events.ConsumerEncryptor, events.StreamIngest, events.SubjectKeyUnwrapAll)
 	fmt.Fprintf(w, "              key-health-monitor (KeyStatusChanged on %s, current status in KV %s)\n", events.SubjectKeyStatusAll, events.BucketKeyStatus)
 	fmt.Fprintf(w, "              re-encryptor (heal, rotation, deprovisioning jobs in KV %s; progress on %s)\n", events.BucketReencryptJobs, events.SubjectReencryptAll)
