@@ -64,6 +64,7 @@ const (
 	RolePhone           Role = "phone"
 	RoleTenantAdmin     Role = "tenant-admin"
 	RoleSystem          Role = "system"
+	RoleBench           Role = "bench"
 	roleTenantPlacehold      = "{tenant}"
 )
 
@@ -358,6 +359,17 @@ var Matrix = []RoleSpec{
 		)},
 	},
 	{
+		Role: RoleBench, Account: AccountKeyward,
+		Summary: "`keyward bench` (dev only): the raw JetStream baseline on its own stream BENCH_RAW, and the pipeline measured as a producer that reads the outcomes",
+		MustNot: []string{"ask the key broker for a key", "write tenant configuration, key statuses or asset outcomes", "create, update or delete Keyward's streams"},
+		Grants: Grants{Pub: concat(jsInfo,
+			subjects("$JS.API.STREAM.CREATE."+BenchStream, "$JS.API.STREAM.DELETE."+BenchStream), read(BenchStream),
+			subjects(BenchSubjects),
+			subjects(events.SubjectAssetCreatedAll), streamInfo(objStream(events.BucketStaging)), objWrite(events.BucketStaging),
+			read(events.StreamAssets),
+		)},
+	},
+	{
 		Role: RoleSystem, Account: AccountSystem,
 		Summary: "the NATS system account user: pushes account updates (revocations) to running servers",
 		MustNot: []string{"reach any Keyward subject (it lives in the system account)"},
@@ -388,6 +400,13 @@ func provisioning() []string {
 }
 
 func prefixOf(wildcard string) string { return strings.TrimSuffix(wildcard, "*") }
+
+// BenchStream is the stream of the benchmarks' raw JetStream baseline, and
+// BenchSubjects its subjects (role bench).
+const (
+	BenchStream   = "BENCH_RAW"
+	BenchSubjects = "bench.>"
+)
 
 // Spec returns the matrix row of role.
 func Spec(r Role) (RoleSpec, bool) {

@@ -22,6 +22,7 @@ const (
 	IdentityProducer    = "producer"
 	IdentityReader      = "reader"
 	IdentityPhone       = "phone"
+	IdentityBench       = "bench"
 )
 
 // devIdentities lists every identity `keyward dev` issues: the operator,
@@ -37,6 +38,7 @@ func devIdentities() []access.Identity {
 		{Name: IdentityProducer, Role: access.RoleProducer, Services: all},
 		{Name: IdentityReader, Role: access.RoleReader, Services: all, Purposes: all},
 		{Name: IdentityPhone, Role: access.RolePhone},
+		{Name: IdentityBench, Role: access.RoleBench},
 	}
 	for _, r := range []access.Role{access.RoleEncryptor, access.RoleKeyBroker, access.RoleEnrollment, access.RoleAdmin,
 		access.RoleKeyHealth, access.RoleReencryptor, access.RoleNotifier, access.RolePhonePolicy} {
