@@ -114,6 +114,7 @@ const (
 	CodeThrottled           = "throttled"            // the KMS throttled the probe; try again
 	CodeRoundTrip           = "round_trip_failed"    // the KMS answered but the round trip did not give the key back
 	CodeConflict            = "conflict"             // the tenant's state does not allow it (a primary exists, no primary for a replica or a rotation, a deprovisioning scheduled or started)
+	CodeNotAuthorized       = "not_authorized"       // the caller is neither an operator nor an admin of this tenant
 	CodeInternal            = "internal"
 )
 

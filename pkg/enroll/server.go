@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 
+	"github.com/keyward/keyward/pkg/access"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/platform"
@@ -38,6 +39,7 @@ type Server struct {
 	kms         kms.Provider
 	platform    platform.Config
 	allowLocal  bool
+	authorize   bool
 	log         *slog.Logger
 	now         func() time.Time
 	timeout     time.Duration
@@ -52,6 +54,14 @@ type Server struct {
 
 // Option tunes a Server.
 type Option func(*Server)
+
+// Authorize makes the server accept a change only from a caller NATS
+// authenticated (the server-set Nats-Request-Info of the shared service
+// import): an operator, or a tenant admin whose credential names the
+// request's tenant. Everything else is refused with CodeNotAuthorized.
+// Off only where NATS runs without authentication (tests, keyward dev
+// --no-auth).
+func Authorize(on bool) Option { return func(s *Server) { s.authorize = on } }
 
 // AllowLocalKeys accepts localkms:// customer keys (keyward dev, tests).
 func AllowLocalKeys(allow bool) Option { return func(s *Server) { s.allowLocal = allow } }
@@ -166,6 +176,9 @@ func (s *Server) handle(ctx context.Context, r *rpc.Request) *Response {
 	if req.TenantID != subjectTenant {
 		return fail(CodeInvalidRequest, "request for tenant %q sent on the subject of tenant %q", req.TenantID, subjectTenant)
 	}
+	if resp := s.authorizeCaller(r.Header(), subjectTenant); resp != nil {
+		return resp
+	}
 	switch req.Op {
 	case "", OpAdd:
 		return s.Enroll(ctx, req)
@@ -180,6 +193,27 @@ func (s *Server) handle(ctx context.Context, r *rpc.Request) *Response {
 		return s.CancelDeprovision(ctx, req.TenantID)
 	}
 	return fail(CodeInvalidRequest, "op %q is not an operation of the enrollment service: use add, rotate, deprovision_schedule or deprovision_cancel", clip(req.Op))
+}
+
+// authorizeCaller refuses a request whose caller may not change tenantID:
+// only an operator, or a tenant admin of that very tenant, may.
+func (s *Server) authorizeCaller(h nats.Header, tenantID string) *Response {
+	if !s.authorize {
+		return nil
+	}
+	caller, err := access.CallerFrom(h)
+	if err != nil {
+		return fail(CodeNotAuthorized, "the request carries no caller identity (%v): only an operator or an admin of tenant %s may change it", err, tenantID)
+	}
+	switch {
+	case caller.Role == access.RoleOperator:
+		return nil
+	case caller.Role == access.RoleTenantAdmin && caller.Tenant == tenantID:
+		return nil
+	case caller.Role == access.RoleTenantAdmin:
+		return fail(CodeNotAuthorized, "%s is an admin of tenant %s, not of %s", caller, caller.Tenant, tenantID)
+	}
+	return fail(CodeNotAuthorized, "%s may not change tenants: only an operator or an admin of tenant %s may", caller, tenantID)
 }
 
 func clip(s string) string {

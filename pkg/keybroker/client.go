@@ -23,6 +23,7 @@ type Client struct {
 	timeout time.Duration
 	retries int
 	reopens int
+	purpose string
 }
 
 // ClientOption tunes a Client.
@@ -40,6 +41,11 @@ func WithRetries(n int) ClientOption { return func(c *Client) { c.retries = n } 
 // object that was replaced while being read (default 4: five attempts in
 // all, with backoff from 50 ms, within 3 s). 0 turns re-opening off.
 func WithReopens(n int) ClientOption { return func(c *Client) { c.reopens = n } }
+
+// WithPurpose states why the reader asks (events.Purposes): the broker
+// releases a key only for a purpose the reader's credential and the tenant
+// allow.
+func WithPurpose(p string) ClientOption { return func(c *Client) { c.purpose = p } }
 
 // NewClient returns a client on nc.
 func NewClient(nc *nats.Conn, opts ...ClientOption) *Client {
@@ -69,7 +75,7 @@ func (c *Client) Key(ctx context.Context, tenantID, assetID string, prefix *enve
 		if err != nil {
 			return nil, nil, err
 		}
-		resp, err := c.request(ctx, UnwrapRequest{TenantID: tenantID, AssetID: assetID, Prefix: raw, RecipientPublicKey: rcpt.PublicKey()})
+		resp, err := c.request(ctx, UnwrapRequest{TenantID: tenantID, AssetID: assetID, Prefix: raw, RecipientPublicKey: rcpt.PublicKey(), Purpose: c.purpose})
 		if err == nil {
 			key, oerr := rcpt.Open(resp.SealedKey, tenantID, assetID)
 			return key, resp, oerr

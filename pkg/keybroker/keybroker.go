@@ -13,8 +13,22 @@
 //	                 the seed (cached); key commitment checked for the asset's identity
 //	broker → reader  UnwrapResponse{suite, sealed_key, key_uri, mode} or {error{code, message}}
 //
-// Authorisation is NATS's: only identities allowed to publish on
-// keyward.key.unwrap.<tenant> (account permissions, deploy/) can ask.
+// # Who may ask
+//
+// Only identities whose permissions allow keyward.key.unwrap.<tenant>
+// (readers, pkg/access) can send a request at all. The broker serves from
+// the account KEYWARD_SERVICES, which exports the subject; the KEYWARD
+// account imports it with share, so every request reaches the broker with
+// the server-set Nats-Request-Info naming the requesting user and its
+// credential's tags. With authorisation on (the default wherever NATS
+// authenticates), the broker releases a key only when that caller is a
+// reader whose services cover the asset's service and whose purposes cover
+// the request's Purpose, and the tenant does not deny that purpose
+// (tenant configuration denied_purposes): otherwise CodeNotAuthorized or
+// CodePurposeDenied. The caller is never taken from the request body.
+// Every release and refusal of a known tenant's asset is recorded as a
+// KeyAccess event on keyward.audit.key_access.<tenant> (stream KW_AUDIT);
+// a release is answered only after its record is stored.
 //
 // # Objects replaced while reading
 //
@@ -56,6 +70,10 @@ type UnwrapRequest struct {
 	Prefix []byte `json:"prefix"`
 	// RecipientPublicKey is the reader's ephemeral X25519 public key.
 	RecipientPublicKey []byte `json:"recipient_public_key"`
+	// Purpose is why the reader asks (events.Purposes: playback,
+	// transcription, export, support, legal_hold). Required where the
+	// broker authorises callers.
+	Purpose string `json:"purpose,omitempty"`
 }
 
 // UnwrapResponse carries the sealed key, or an error.
@@ -77,6 +95,8 @@ const (
 	CodePrefixMismatch = "prefix_mismatch" // the prefix is not this asset's ciphertext
 	CodeKeyUnavailable = "key_unavailable" // the KMS refused or could not be reached
 	CodeKeyRevoked     = "key_revoked"     // the key is disabled, denied or deleted
+	CodeNotAuthorized  = "not_authorized"  // the caller may not read this asset (role, service or purpose outside its grant)
+	CodePurposeDenied  = "purpose_denied"  // the tenant denies this purpose for its content
 	CodeInternal       = "internal"
 )
 
