@@ -115,6 +115,7 @@ const (
 	CodeRoundTrip           = "round_trip_failed"    // the KMS answered but the round trip did not give the key back
 	CodeConflict            = "conflict"             // the tenant's state does not allow it (a primary exists, no primary for a replica or a rotation, a deprovisioning scheduled or started)
 	CodeNotAuthorized       = "not_authorized"       // the caller is neither an operator nor an admin of this tenant
+	CodeKeyInUse            = "key_in_use"           // another tenant has enrolled this key; each tenant enrolls a key of its own
 	CodeInternal            = "internal"
 )
 

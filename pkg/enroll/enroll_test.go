@@ -159,3 +159,34 @@ func TestEnrollRequestsAreTenantBound(t *testing.T) {
 		t.Fatalf("reply %s", m.Data)
 	}
 }
+
+// A key another tenant has enrolled is refused, for an enrollment and for
+// a rotation, without naming the other tenant; nothing is stored.
+func TestKeyOfAnotherTenantIsRefused(t *testing.T) {
+	r := newRig(t)
+	acme := r.key("acme.key")
+	if _, e := r.add("acme", acme, ""); e != nil {
+		t.Fatal(e)
+	}
+	_, e := r.add("globex", acme, "")
+	if e == nil || e.Code != enroll.CodeKeyInUse || strings.Contains(e.Message, "acme") {
+		t.Fatalf("globex enrolling acme's key: %+v, want %s without naming acme", e, enroll.CodeKeyInUse)
+	}
+	if _, err := r.store.Get(context.Background(), "globex"); !errors.Is(err, tenant.ErrNotFound) {
+		t.Fatalf("globex exists after the refusal: %v", err)
+	}
+	globex := r.key("globex.key")
+	if _, e := r.add("globex", globex, ""); e != nil {
+		t.Fatal(e)
+	}
+	_, err := r.client.Rotate(context.Background(), enroll.RotateRequest{TenantID: "globex", KeyURI: acme})
+	var ee *enroll.Error
+	if !errors.As(err, &ee) || ee.Code != enroll.CodeKeyInUse {
+		t.Fatalf("globex rotating to acme's key: %v, want %s", err, enroll.CodeKeyInUse)
+	}
+	// The owner adding its own key again is checkRole's conflict, not
+	// key_in_use.
+	if _, e := r.add("acme", acme, tenant.RoleReplica); e == nil || e.Code == enroll.CodeKeyInUse {
+		t.Fatalf("acme adding its own key again: %+v, want a conflict, not key_in_use", e)
+	}
+}

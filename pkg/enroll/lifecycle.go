@@ -49,6 +49,9 @@ func (s *Server) rotate(ctx context.Context, req RotateRequest) *Response {
 	if e := checkRotate(cur, key, s.now()); e != nil {
 		return &Response{Error: e}
 	}
+	if e := s.checkKeyUnclaimed(ctx, key, req.TenantID); e != nil {
+		return &Response{Error: e}
+	}
 
 	probe, perr := Probe(ctx, s.kms, key, req.TenantID, s.platform)
 	if perr != nil {

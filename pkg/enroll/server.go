@@ -262,6 +262,9 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 	if e := checkRole(cur, key, role); e != nil {
 		return &Response{Error: e}
 	}
+	if e := s.checkKeyUnclaimed(ctx, key, req.TenantID); e != nil {
+		return &Response{Error: e}
+	}
 
 	probe, perr := Probe(ctx, s.kms, key, req.TenantID, s.platform)
 	if perr != nil {
@@ -316,6 +319,30 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 	})
 	s.log.Info("key enrolled", "tenant_id", req.TenantID, "key_uri", uri, "role", role, "key_version", probe.KeyVersion, "revision", stored.Revision)
 	return resp
+}
+
+// checkKeyUnclaimed refuses a key another tenant has enrolled: a tenant
+// that could enroll another's key would have its assets wrapped under a
+// key it does not own, and could read that tenant's policy answers. The
+// other tenant is not named (a tenant admin must not learn other tenants).
+func (s *Server) checkKeyUnclaimed(ctx context.Context, key kms.KeyURI, tenantID string) *Error {
+	all, err := s.tenants.List(ctx)
+	if err != nil {
+		return &Error{Code: CodeInternal, Message: fmt.Sprintf("listing tenants to check the key is not another tenant's: %v", err)}
+	}
+	want := key.String()
+	for _, c := range all {
+		if c.TenantID == tenantID {
+			continue
+		}
+		for _, k := range c.Keys {
+			if other, err := kms.ParseKeyURI(k.URI); err == nil && other.String() == want {
+				s.log.Warn("enrollment refused: key enrolled by another tenant", "tenant_id", tenantID, "key_uri", want, "owner", c.TenantID)
+				return &Error{Code: CodeKeyInUse, Message: "this key is enrolled by another tenant: enroll a key of your own (a key belongs to one tenant)"}
+			}
+		}
+	}
+	return nil
 }
 
 // checkKeyURI parses a key URI and checks this deployment can use it: a
