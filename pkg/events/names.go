@@ -29,6 +29,10 @@ const (
 	// rotation started and completed, deprovisioning scheduled, cancelled
 	// and completed; retained like KW_KEYS for audit and replay.
 	StreamLifecycle = "KW_LIFECYCLE"
+	// StreamAudit holds the audit records: the key broker's KeyAccess
+	// records (every release and refusal of an asset's key), kept a year
+	// like KW_KEYS.
+	StreamAudit = "KW_AUDIT"
 
 	// BucketStaging is the Object Store bucket producers stage plaintext in.
 	BucketStaging = "KW_STAGING"
@@ -80,6 +84,7 @@ const (
 	prefixDeprovisionCancelled = "keyward.lifecycle.deprovision_cancelled."
 	prefixDeprovisionCompleted = "keyward.lifecycle.deprovision_completed."
 	prefixKeyEnrolled          = "keyward.lifecycle.key_enrolled."
+	prefixKeyAccess            = "keyward.audit.key_access."
 )
 
 // Wildcard subjects, for stream definitions and subscriptions.
@@ -107,6 +112,13 @@ const (
 	SubjectLifecycleEvents = subjectLifecycleAny + "*"
 
 	subjectLifecycleAny = "keyward.lifecycle.*."
+
+	// SubjectAuditAll is every audit record of every tenant
+	// (keyward.audit.<record>.<tenant>): the subject filter of stream
+	// KW_AUDIT.
+	SubjectAuditAll = "keyward.audit.>"
+	// SubjectKeyAccessAll is every KeyAccess record of every tenant.
+	SubjectKeyAccessAll = prefixKeyAccess + "*"
 )
 
 // SubjectLifecycleTenant matches every lifecycle event of tenant.
@@ -128,6 +140,10 @@ func SubjectRotationCompleted(tenant string) string { return prefixRotationCompl
 
 // SubjectKeyEnrolled is where KeyEnrolled is published for tenant.
 func SubjectKeyEnrolled(tenant string) string { return prefixKeyEnrolled + tenant }
+
+// SubjectKeyAccess is where the key broker records its decisions on
+// tenant's assets (KeyAccess, stream KW_AUDIT).
+func SubjectKeyAccess(tenant string) string { return prefixKeyAccess + tenant }
 
 // SubjectDeprovisionScheduled is where DeprovisionScheduled is published.
 func SubjectDeprovisionScheduled(tenant string) string {

@@ -150,6 +150,18 @@ func StreamConfigs(o ProvisionOptions) []jetstream.StreamConfig {
 			Replicas:    r,
 			Discard:     jetstream.DiscardOld,
 		},
+		{
+			Name:        StreamAudit,
+			Description: "Audit records: the key broker's KeyAccess, every release and refusal of an asset's key (keyward.audit.key_access.<tenant>)",
+			Subjects:    []string{SubjectAuditAll},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      KeysMaxAge,
+			Duplicates:  10 * time.Minute,
+			MaxMsgSize:  MaxMessageBytes,
+			Storage:     o.Storage,
+			Replicas:    r,
+			Discard:     jetstream.DiscardOld,
+		},
 	}
 }
 

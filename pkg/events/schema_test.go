@@ -51,6 +51,7 @@ var contracts = []contract{
 	validated[events.ReencryptionProgress]("reencryption_progress.schema.json", "reencryption_progress.json"),
 	validated[events.ReencryptionCompleted]("reencryption_completed.schema.json", "reencryption_completed.json"),
 	validated[events.KeyEnrolled]("key_enrolled.schema.json", "key_enrolled.json"),
+	validated[events.KeyAccess]("key_access.schema.json", "key_access.json", "key_access_refused.json"),
 	validated[events.RotationStarted]("rotation_started.schema.json", "rotation_started.json"),
 	validated[events.RotationCompleted]("rotation_completed.schema.json", "rotation_completed.json"),
 	validated[events.DeprovisionScheduled]("deprovision_scheduled.schema.json", "deprovision_scheduled.json"),

@@ -62,6 +62,11 @@ type Config struct {
 	// loses no recording. 0 (the default) decides at once.
 	HoldWindow Duration      `json:"hold_window,omitempty"`
 	Phone      PhoneSettings `json:"phone"`
+	// DeniedPurposes are purposes (events.Purposes) for which the key
+	// broker never releases this tenant's keys, whatever the reader's own
+	// grant (like Key Access Justifications' denied reasons): the tenant's
+	// setting wins over the platform's. Empty denies none.
+	DeniedPurposes []string `json:"denied_purposes,omitempty"`
 	// Deprovision, when set, schedules the tenant's deprovisioning: from
 	// Deprovision.At on, new assets go under the platform key (coverage
 	// "deprovisioned") and the re-encryptor moves every stored asset there.
@@ -266,6 +271,13 @@ func (c *Config) LicensesUser(u string) bool {
 	return c != nil && (slices.Contains(c.LicensedUsers, All) || slices.Contains(c.LicensedUsers, u))
 }
 
+// PurposeDenied reports whether the tenant denies purpose p
+// (DeniedPurposes): the key broker then releases none of its keys for p,
+// whatever the reader's grant. A nil *Config denies nothing.
+func (c *Config) PurposeDenied(p string) bool {
+	return c != nil && slices.Contains(c.DeniedPurposes, p)
+}
+
 // Clone returns a deep copy of c, Revision included.
 func (c *Config) Clone() *Config {
 	if c == nil {
@@ -276,6 +288,7 @@ func (c *Config) Clone() *Config {
 	n.Services = slices.Clone(c.Services)
 	n.LicensedUsers = slices.Clone(c.LicensedUsers)
 	n.Recipients = slices.Clone(c.Recipients)
+	n.DeniedPurposes = slices.Clone(c.DeniedPurposes)
 	if c.Deprovision != nil {
 		d := *c.Deprovision
 		n.Deprovision = &d

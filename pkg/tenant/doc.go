@@ -32,7 +32,9 @@
 // revocation is the customer's decision). HoldWindow keeps assets pending
 // during a short outage before either happens. Phone.DropCalls
 // drops a covered call that cannot be recorded instead of continuing it
-// without a recording.
+// without a recording. DeniedPurposes lists the purposes
+// (events.Purposes) for which the key broker never releases the tenant's
+// keys, whatever the reader's own grant (Config.PurposeDenied).
 //
 // Validate reports every problem at once as an errors.Join of
 // *events.FieldError naming the JSON path ("keys[1].uri"), the problem and

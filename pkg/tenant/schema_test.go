@@ -231,16 +231,19 @@ func TestSchemaAndParseAgree(t *testing.T) {
 	}
 
 	valid := map[string]string{
-		"minimal":             `{"tenant_id":"acme"}`,
-		"full":                doc(`,"display_name":"Acme","services":["cloud_recording"],"licensed_users":["u-1","ユーザー"],"recipients":["a@acme.example"],"updated_at":"2026-02-01T10:00:00.5+01:00"`),
-		"wildcards":           doc(`,"services":["*"],"licensed_users":["*"]`),
-		"empty lists":         doc(`,"services":[],"licensed_users":[],"recipients":[]`),
-		"azure and oci":       `{"tenant_id":"acme","keys":[` + key(azureKey, "primary", "2026-01-15T09:00:00Z") + `,` + key(ociKey, "replica", "2026-01-15T09:00:00Z") + `]}`,
-		"max keys":            `{"tenant_id":"acme","keys":[` + strings.Join(manyKeys[:MaxKeys], ",") + `]}`,
-		"long user":           doc(`,"licensed_users":["` + strings.Repeat("u", MaxUserIDLen) + `"]`),
-		"display name accent": doc(`,"display_name":"Ærø Öl — 株式会社"`),
-		"fallback choices":    doc(`,"fallback_on":"any","hold_window":"1m30s"`),
-		"outage, no hold":     doc(`,"fallback_on":"outage","hold_window":"0s"`),
+		"minimal":              `{"tenant_id":"acme"}`,
+		"full":                 doc(`,"display_name":"Acme","services":["cloud_recording"],"licensed_users":["u-1","ユーザー"],"recipients":["a@acme.example"],"updated_at":"2026-02-01T10:00:00.5+01:00"`),
+		"wildcards":            doc(`,"services":["*"],"licensed_users":["*"]`),
+		"empty lists":          doc(`,"services":[],"licensed_users":[],"recipients":[]`),
+		"azure and oci":        `{"tenant_id":"acme","keys":[` + key(azureKey, "primary", "2026-01-15T09:00:00Z") + `,` + key(ociKey, "replica", "2026-01-15T09:00:00Z") + `]}`,
+		"max keys":             `{"tenant_id":"acme","keys":[` + strings.Join(manyKeys[:MaxKeys], ",") + `]}`,
+		"long user":            doc(`,"licensed_users":["` + strings.Repeat("u", MaxUserIDLen) + `"]`),
+		"display name accent":  doc(`,"display_name":"Ærø Öl — 株式会社"`),
+		"fallback choices":     doc(`,"fallback_on":"any","hold_window":"1m30s"`),
+		"outage, no hold":      doc(`,"fallback_on":"outage","hold_window":"0s"`),
+		"denied purposes":      doc(`,"denied_purposes":["support","legal_hold"]`),
+		"every purpose denied": doc(`,"denied_purposes":["playback","transcription","export","support","legal_hold"]`),
+		"no purpose denied":    doc(`,"denied_purposes":[]`),
 	}
 	for name, d := range valid {
 		if err := schemaValidate(s, d); err != nil {
@@ -298,6 +301,13 @@ func TestSchemaAndParseAgree(t *testing.T) {
 		"hold_window words":       doc(`,"hold_window":"10 seconds"`),
 		"hold_window number":      doc(`,"hold_window":10`),
 		"hold_window negative":    doc(`,"hold_window":"-1s"`),
+		"denied purpose unknown":  doc(`,"denied_purposes":["debugging"]`),
+		"denied purpose case":     doc(`,"denied_purposes":["Support"]`),
+		"denied purpose empty":    doc(`,"denied_purposes":[""]`),
+		"denied purpose wildcard": doc(`,"denied_purposes":["*"]`),
+		"denied purpose repeated": doc(`,"denied_purposes":["support","support"]`),
+		"denied purposes string":  doc(`,"denied_purposes":"support"`),
+		"denied purposes null":    doc(`,"denied_purposes":null`),
 	}
 	for name, d := range invalid {
 		if err := schemaValidate(s, d); err == nil {

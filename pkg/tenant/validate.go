@@ -97,6 +97,7 @@ func Validate(c *Config, opts ...ValidateOption) error {
 		}
 	})
 	v.recipients(c.Recipients)
+	v.deniedPurposes(c.DeniedPurposes)
 	switch c.FallbackOn {
 	case "", FallbackOnOutage, FallbackOnAny:
 	default:
@@ -249,6 +250,29 @@ func (v *validator) recipients(list []string) {
 			continue
 		}
 		seen[low] = i
+	}
+}
+
+// deniedPurposes checks the denied purposes: each a member of
+// events.Purposes, none repeated.
+func (v *validator) deniedPurposes(list []string) {
+	seen := make(map[string]int, len(list))
+	for i, p := range list {
+		field := fmt.Sprintf("denied_purposes[%d]", i)
+		if err := events.ValidatePurpose(p); err != nil {
+			var fe *events.FieldError
+			if errors.As(err, &fe) {
+				v.add(field, fe.Problem, fe.Fix)
+			} else {
+				v.add(field, err.Error(), "")
+			}
+			continue
+		}
+		if j, dup := seen[p]; dup {
+			v.add(field, fmt.Sprintf("repeats denied_purposes[%d]", j), "remove it")
+			continue
+		}
+		seen[p] = i
 	}
 }
 

@@ -80,6 +80,19 @@ func TestValidate(t *testing.T) {
 		}, want: []string{"recipients[0]"}},
 		{name: "recipient duplicate any case", change: func(c *Config) { c.Recipients = []string{"Security@Acme.example", "security@acme.example"} }, want: []string{"recipients[1]"}},
 
+		{name: "valid denied purposes", change: func(c *Config) { c.DeniedPurposes = []string{"support", "legal_hold"} }},
+		{name: "valid every purpose denied", change: func(c *Config) {
+			c.DeniedPurposes = nil
+			for _, p := range events.Purposes {
+				c.DeniedPurposes = append(c.DeniedPurposes, string(p))
+			}
+		}},
+		{name: "denied purpose unknown", change: func(c *Config) { c.DeniedPurposes = []string{"support", "debugging"} }, want: []string{"denied_purposes[1]"}},
+		{name: "denied purpose case", change: func(c *Config) { c.DeniedPurposes = []string{"Support"} }, want: []string{"denied_purposes[0]"}},
+		{name: "denied purpose empty", change: func(c *Config) { c.DeniedPurposes = []string{""} }, want: []string{"denied_purposes[0]"}},
+		{name: "denied purpose wildcard", change: func(c *Config) { c.DeniedPurposes = []string{"*"} }, want: []string{"denied_purposes[0]"}},
+		{name: "denied purpose duplicate", change: func(c *Config) { c.DeniedPurposes = []string{"export", "support", "export"} }, want: []string{"denied_purposes[2]"}},
+
 		{name: "every problem at once", change: func(c *Config) {
 			c.TenantID = "ACME"
 			c.Keys[0].URI = "nope"
@@ -87,7 +100,8 @@ func TestValidate(t *testing.T) {
 			c.Services = []string{"bad name"}
 			c.LicensedUsers = []string{" "}
 			c.Recipients = []string{"x"}
-		}, want: []string{"tenant_id", "keys[0].uri", "keys[1].enrolled_at", "services[0]", "licensed_users[0]", "recipients[0]"}},
+			c.DeniedPurposes = []string{"x"}
+		}, want: []string{"tenant_id", "keys[0].uri", "keys[1].enrolled_at", "services[0]", "licensed_users[0]", "recipients[0]", "denied_purposes[0]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -163,7 +177,7 @@ func TestParse(t *testing.T) {
 		{name: "phone unknown suggests", doc: strings.Replace(base, `"drop_calls"`, `"drop_call"`, 1),
 			wantField: []string{"phone.drop_call"}, wantFix: `did you mean "drop_calls"?`},
 		{name: "far unknown lists fields", doc: strings.Replace(base, `{"tenant_id"`, `{"colour":"blue","tenant_id"`, 1),
-			wantField: []string{"colour"}, wantFix: "known fields: tenant_id, display_name, keys, services, licensed_users, recipients, fallback_enabled, fallback_on, hold_window, phone, deprovision, deprovisioned_at, covered_from, updated_at"},
+			wantField: []string{"colour"}, wantFix: "known fields: tenant_id, display_name, keys, services, licensed_users, recipients, fallback_enabled, fallback_on, hold_window, phone, denied_purposes, deprovision, deprovisioned_at, covered_from, updated_at"},
 		{name: "revision is not a field", doc: strings.Replace(base, `{"tenant_id"`, `{"Revision":3,"tenant_id"`, 1),
 			wantField: []string{"Revision"}},
 		{name: "wrong type", doc: strings.Replace(base, `"fallback_enabled":true`, `"fallback_enabled":"yes"`, 1),
@@ -268,6 +282,72 @@ func TestConfigHelpers(t *testing.T) {
 	}
 	if b.Revision != 7 {
 		t.Error("Clone dropped Revision")
+	}
+}
+
+func TestDeniedPurposes(t *testing.T) {
+	c := validConfig()
+	c.DeniedPurposes = []string{"legal_hold", "legal_hold", "debugging"}
+	err := Validate(c)
+	fes := fieldErrors(err)
+	if len(fes) != 2 || fes[0].Field != "denied_purposes[1]" || fes[1].Field != "denied_purposes[2]" {
+		t.Fatalf("Validate() = %v, want errors on denied_purposes[1] and [2]", err)
+	}
+	if !strings.Contains(fes[0].Problem, "repeats denied_purposes[0]") {
+		t.Errorf("duplicate problem = %q", fes[0].Problem)
+	}
+	// The unknown purpose is named, and the fix lists the set.
+	if !strings.Contains(fes[1].Problem, `"debugging"`) {
+		t.Errorf("unknown purpose problem = %q, want it to name the value", fes[1].Problem)
+	}
+	for _, p := range events.Purposes {
+		if !strings.Contains(fes[1].Fix, string(p)) {
+			t.Errorf("unknown purpose fix = %q, want it to list %q", fes[1].Fix, p)
+		}
+	}
+
+	c = validConfig()
+	if c.PurposeDenied("support") {
+		t.Error("PurposeDenied(support) with no denied purposes")
+	}
+	c.DeniedPurposes = []string{"support", "export"}
+	for p, want := range map[string]bool{"support": true, "export": true, "playback": false, "Support": false, "": false} {
+		if got := c.PurposeDenied(p); got != want {
+			t.Errorf("PurposeDenied(%q) = %v, want %v", p, got, want)
+		}
+	}
+	var nilCfg *Config
+	if nilCfg.PurposeDenied("support") {
+		t.Error("nil *Config denies a purpose")
+	}
+	// Clone is deep.
+	d := c.Clone()
+	d.DeniedPurposes[0] = "playback"
+	if c.DeniedPurposes[0] != "support" {
+		t.Error("Clone shares DeniedPurposes with the original")
+	}
+
+	// The schema's enum is the set, in its order.
+	items := readSchemaDoc(t)["properties"].(map[string]any)["denied_purposes"].(map[string]any)["items"].(map[string]any)
+	var enum []string
+	for _, p := range items["enum"].([]any) {
+		enum = append(enum, p.(string))
+	}
+	var set []string
+	for _, p := range events.Purposes {
+		set = append(set, string(p))
+	}
+	if !slices.Equal(enum, set) {
+		t.Errorf("schema denied_purposes enum %q, events.Purposes %q", enum, set)
+	}
+
+	// Parse reads the field and validates it.
+	got, err := Parse([]byte(`{"tenant_id":"acme","denied_purposes":["support","legal_hold"]}`))
+	if err != nil || !got.PurposeDenied("legal_hold") || got.PurposeDenied("playback") {
+		t.Errorf("Parse(denied_purposes) = %+v, %v", got, err)
+	}
+	if _, err := Parse([]byte(`{"tenant_id":"acme","denied_purposes":["support","support"]}`)); !slices.Equal(fieldsOf(t, err), []string{"denied_purposes[1]"}) {
+		t.Errorf("Parse(duplicate denied purpose) err = %v", err)
 	}
 }
 
