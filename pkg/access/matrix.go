@@ -217,7 +217,7 @@ var Matrix = []RoleSpec{
 		Grants: Grants{Pub: concat(jsInfo,
 			subjects("$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.CONSUMER.NAMES.*", "$JS.API.CONSUMER.LIST.*"),
 			read(events.StreamIngest), read(events.StreamAssets), read(events.StreamDLQ), read(events.StreamKeys),
-			read(events.StreamReencrypt), read(events.StreamLifecycle), read(events.StreamPhone),
+			read(events.StreamReencrypt), read(events.StreamLifecycle), read(events.StreamPhone), read(events.StreamAudit),
 			subjects("$JS.API.CONSUMER.INFO."+events.StreamIngest+".*", "$JS.API.CONSUMER.INFO."+events.StreamAssets+".*"),
 			kvRead(events.BucketTenants), kvWrite(events.BucketTenants, ""),
 			kvRead(events.BucketKeyStatus), kvRead(events.BucketReencryptJobs), kvRead(events.BucketKeyHealthLeases),
@@ -247,6 +247,10 @@ var Matrix = []RoleSpec{
 			// The outcome of an asset, told to its producer's inbox
 			// (Keyward-Notify).
 			subjects("_INBOX.*.>"),
+			// The key broker's release and refusal records (KW_AUDIT),
+			// published with the encryptor's identity: the broker's
+			// serving identity publishes nothing but replies.
+			subjects(events.SubjectKeyAccessAll),
 		)},
 	},
 	{
@@ -350,12 +354,15 @@ var Matrix = []RoleSpec{
 	},
 	{
 		Role: RoleTenantAdmin, Account: AccountKeyward, Tenant: true,
-		Summary: "a tenant's administrator: enrolls, rotates and deprovisions the tenant's keys through the enrollment service, reads the tenant's own configuration",
+		Summary: "a tenant's administrator: enrolls, rotates and deprovisions the tenant's keys through the enrollment service, reads the tenant's own configuration and its own audit trail (KW_AUDIT filtered to the tenant)",
 		MustNot: []string{"change or read another tenant", "write KW_TENANTS directly", "ask the key broker for a key"},
 		Grants: Grants{Pub: concat(jsInfo,
 			subjects(prefixOf(events.SubjectKeyEnrollAll)+roleTenantPlacehold),
 			streamInfo(kvStream(events.BucketTenants)),
 			subjects("$JS.API.DIRECT.GET."+kvStream(events.BucketTenants)+".$KV."+events.BucketTenants+"."+roleTenantPlacehold),
+			// Its own audit trail: an ordered consumer filtered to the
+			// tenant (the filter is part of the create subject).
+			tenantTrail(),
 		)},
 	},
 	{
@@ -397,6 +404,21 @@ func provisioning() []string {
 		out = append(out, "$JS.API.STREAM.CREATE."+n, "$JS.API.STREAM.UPDATE."+n, "$JS.API.STREAM.INFO."+n)
 	}
 	return out
+}
+
+// tenantTrail lets a tenant admin read its own tenant's KW_AUDIT records
+// and nothing else: consumers are created with the filter subject in the
+// API subject ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), which the
+// permission pins to keyward.audit.*.<tenant>.
+func tenantTrail() []string {
+	st := events.StreamAudit
+	return []string{
+		"$JS.API.STREAM.INFO." + st,
+		"$JS.API.CONSUMER.CREATE." + st + ".*.keyward.audit.*." + roleTenantPlacehold,
+		"$JS.API.CONSUMER.MSG.NEXT." + st + ".*",
+		"$JS.API.CONSUMER.DELETE." + st + ".*",
+		"$JS.FC." + st + ".>",
+	}
 }
 
 func prefixOf(wildcard string) string { return strings.TrimSuffix(wildcard, "*") }

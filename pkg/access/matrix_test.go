@@ -73,7 +73,11 @@ func catalog() []string {
 		out = append(out, "$JS.API.CONSUMER.CREATE."+st+".probe", "$JS.API.CONSUMER.DELETE."+st+"."+events.ConsumerEncryptor,
 			"$JS.API.CONSUMER.MSG.NEXT."+st+".probe", "$JS.ACK."+st+".probe.1.1.1.1.1")
 	}
-	out = append(out, "$JS.API.DIRECT.GET.KV_KW_TENANTS.$KV.KW_TENANTS.acme", "$JS.API.DIRECT.GET.KV_KW_TENANTS.$KV.KW_TENANTS.globex",
+	out = append(out,
+		"$JS.API.CONSUMER.CREATE."+events.StreamAudit+".trail.keyward.audit.key_access.acme",
+		"$JS.API.CONSUMER.CREATE."+events.StreamAudit+".trail.keyward.audit.key_access.globex",
+		"$JS.API.CONSUMER.CREATE."+events.StreamAudit+".trail.keyward.audit.>",
+		"$JS.API.DIRECT.GET.KV_KW_TENANTS.$KV.KW_TENANTS.acme", "$JS.API.DIRECT.GET.KV_KW_TENANTS.$KV.KW_TENANTS.globex",
 		"$SYS.REQ.CLAIMS.UPDATE", "$SYS.REQ.SERVER.PING", "_INBOX.someone-else")
 	return out
 }
@@ -211,6 +215,10 @@ func TestOwnedSubjects(t *testing.T) {
 		// (until every change goes through the admin service) the
 		// operator's tenant apply.
 		"$KV.KW_TENANTS.acme": {RoleOperator, RoleAdmin, RoleReencryptor},
+		// A tenant admin reads only its own audit trail.
+		"$JS.API.CONSUMER.CREATE." + events.StreamAudit + ".trail.keyward.audit.key_access.acme":   {RoleOperator, RoleTenantAdmin},
+		"$JS.API.CONSUMER.CREATE." + events.StreamAudit + ".trail.keyward.audit.key_access.globex": {RoleOperator},
+		events.SubjectKeyAccess("acme"): {RoleEncryptor},
 		// A tenant admin reaches only its own tenant's enrollment subject.
 		events.SubjectKeyEnroll("globex"): {RoleOperator},
 		events.SubjectKeyEnroll("acme"):   {RoleOperator, RoleTenantAdmin},

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyward/keyward/pkg/access"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/telemetry"
 )
@@ -52,9 +53,13 @@ func Connect(c Common, name string, log *slog.Logger) (*nats.Conn, jetstream.Jet
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	}
-	if c.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	// The credentials and the identity's own inbox prefix (the only inbox
+	// its permissions let it read).
+	creds, err := access.ClientOptions(c.NATSCreds)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NATS_CREDS: %w", err)
 	}
+	opts = append(opts, creds...)
 	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to NATS at %s: %w", c.NATSURL, err)
@@ -78,19 +83,37 @@ func NATSReady(nc *nats.Conn) func(context.Context) error {
 	}
 }
 
-// WaitProvisioned provisions Keyward's streams and buckets, retrying while
-// NATS is not reachable yet, until ctx ends.
-func WaitProvisioned(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) error {
+// WaitProvisioned makes sure Keyward's streams and buckets exist before a
+// worker starts, retrying while NATS is not reachable yet, until ctx ends.
+// Without credentials (an unauthenticated deployment) the worker
+// provisions them itself. With credentials it may not — only the
+// provisioner identity creates or changes streams (pkg/access) — so it
+// waits until they exist (`keyward provision` creates them), reading the
+// account's stream count, which every identity may.
+func WaitProvisioned(ctx context.Context, c Common, js jetstream.JetStream, log *slog.Logger) error {
 	delay := 250 * time.Millisecond
+	o := events.ProvisionOptions{Replicas: c.Replicas}
+	want := len(events.StreamConfigs(o)) + len(events.KeyValueConfigs(o)) + len(events.ObjectStoreConfigs(o))
 	for {
-		err := events.Provision(ctx, js, events.ProvisionOptions{Replicas: replicas})
+		var err error
+		if c.NATSCreds == "" {
+			err = events.Provision(ctx, js, o)
+		} else {
+			var info *jetstream.AccountInfo
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			info, err = js.AccountInfo(actx)
+			cancel()
+			if err == nil && info.Streams < want {
+				err = fmt.Errorf("%d of Keyward's %d streams and buckets exist: run `keyward provision` with the provisioner's credentials", info.Streams, want)
+			}
+		}
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		log.Warn("provisioning failed; retrying", "error", err, "retry_in", delay.String())
+		log.Warn("streams and buckets not ready; retrying", "error", err, "retry_in", delay.String())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/keyward/keyward/cmd/keyward/cli"
 	"github.com/keyward/keyward/pkg/access"
 )
 
@@ -72,5 +73,71 @@ func TestAccessIssueListRevoke(t *testing.T) {
 	}
 	if r := run(t, d.URL(), "", "access", "--auth-dir", authDir, "revoke", "nobody"); r.code == 0 {
 		t.Fatalf("revoking an unknown identity: %+v", r)
+	}
+}
+
+// A tenant admin changes its own tenant through the enrollment service and
+// nothing else: another tenant's enrollment subject is refused by the
+// server, and KW_TENANTS cannot be written directly.
+func TestTenantAdminIsScopedToItsTenant(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	d := startDev(t, dir)
+	r := run(t, d.URL(), "", "dev", "key", "create", "--data-dir", dir, "demo-second")
+	if r.code != 0 {
+		t.Fatalf("create: %+v", r)
+	}
+	uri := strings.SplitN(r.stdout, "\n", 2)[0]
+	own := d.Creds("admin-" + cli.DemoTenant)
+	// Its own tenant: the request reaches the enrollment service, which
+	// decides it on the tenant's state (demo has a primary: conflict), not
+	// on who asks.
+	r = run(t, d.URL(), "", "--nats-creds", own, "tenant", "key", "add", "--tenant", cli.DemoTenant, "--uri", uri)
+	if r.code != 1 || !strings.Contains(r.stderr, "conflict") || strings.Contains(r.stderr, "not_authorized") {
+		t.Fatalf("admin-demo adding a second primary to demo: %+v, want the enrollment service's conflict", r)
+	}
+	// Another tenant: the server refuses the publish; nothing is enrolled.
+	r = run(t, d.URL(), "", "--nats-creds", own, "--timeout", "3s", "tenant", "key", "add", "--tenant", cli.DemoTenantAWS, "--uri", uri, "--role", "replica")
+	if r.code == 0 {
+		t.Fatalf("admin-demo changed demo-aws: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "tenant", "key", "list", "--tenant", cli.DemoTenantAWS); r.code != 0 || strings.Contains(r.stdout, uri) {
+		t.Fatalf("demo-aws keys after the refused add: %+v", r)
+	}
+	// Writing KW_TENANTS directly is refused by the server.
+	opts, err := access.ClientOptions(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	nc, err := nats.Connect(d.URL(), append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish("$KV.KW_TENANTS."+cli.DemoTenant, []byte(`{"tenant_id":"demo","recipients":["attacker@evil.example"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(err.Error(), "Permissions Violation") {
+			t.Fatalf("direct KV write: %v, want a permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a tenant admin's direct write to KW_TENANTS was not refused")
+	}
+}
+
+// keyward provision runs as the provisioner; the operator's credential may
+// not create or change streams.
+func TestProvisionNeedsTheProvisioner(t *testing.T) {
+	d := startDev(t, filepath.Join(t.TempDir(), "data"))
+	if r := run(t, d.URL(), "", "provision"); r.code != 0 || !strings.Contains(r.stdout, "provisioned") {
+		t.Fatalf("provision: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "--nats-creds", d.Creds(cli.IdentityOperator), "--timeout", "3s", "provision"); r.code == 0 {
+		t.Fatalf("provision as the operator: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "provision", "--replicas", "0"); r.code != 2 {
+		t.Fatalf("provision --replicas 0: %+v", r)
 	}
 }

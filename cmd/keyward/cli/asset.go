@@ -133,14 +133,19 @@ func (a *App) printOutcome(out *producer.Outcome) error {
 
 func (a *App) assetGetCmd() *cobra.Command {
 	var (
-		tenantID, rng, output string
+		tenantID, rng, output, purpose string
 	)
 	cmd := &cobra.Command{
-		Use:   "get --tenant T [--range A-B] [-o FILE] ID",
+		Use:   "get --tenant T [--purpose P] [--range A-B] [-o FILE] ID",
 		Short: "Read an asset back: fetch its ciphertext, get its key from the key broker, decrypt locally",
 		Long: `get reads the asset's ciphertext from KW_VAULT, asks the key broker
 (keyward.key.unwrap.<tenant>) for that one asset's key sealed to an ephemeral
 HPKE key, and decrypts locally, fetching only the chunks needed.
+
+It connects as a reader (the reader identity of keyward dev, or
+--nats-creds), and the broker releases the key only for a --purpose the
+reader's credential and the tenant allow (playback by default;
+transcription, export, support, legal_hold).
 
 --range takes HTTP byte-range syntax, inclusive: 0-99 (the first 100 bytes),
 1000- (from byte 1000 to the end), -500 (the last 500 bytes).`,
@@ -162,7 +167,7 @@ HPKE key, and decrypts locally, fetching only the chunks needed.
 			if err != nil {
 				return err
 			}
-			asset, err := keybroker.NewClient(nc).Open(ctx, store, tenantID, id, cobblestone.WithConcurrency(0))
+			asset, err := keybroker.NewClient(nc, keybroker.WithPurpose(purpose)).Open(ctx, store, tenantID, id, cobblestone.WithConcurrency(0))
 			if errors.Is(err, vault.ErrNotFound) {
 				return fmt.Errorf("asset %s/%s is not in the vault (never stored, or rejected: see keyward status)", tenantID, id)
 			}
@@ -198,6 +203,7 @@ HPKE key, and decrypts locally, fetching only the chunks needed.
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&purpose, "purpose", "playback", "why the key is needed: playback, transcription, export, support or legal_hold")
 	f.StringVar(&tenantID, "tenant", "", "tenant id (required)")
 	f.StringVar(&rng, "range", "", "byte range, e.g. 0-1023, 4096-, -512")
 	f.StringVarP(&output, "output", "o", "", "write to FILE instead of stdout")

@@ -258,6 +258,7 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	opts := encryptor.Options{
 		PlatformKey: d.PlatformKey, FallbackKey: d.FallbackKey,
 		AllowLocalCustomerKeys: true,
+		AuthorizeCallers:       !o.NoAuth,
 		Logger:                 o.Logger,
 		MeterProvider:          mp,
 		Platform:               platform.Default(),

@@ -211,7 +211,7 @@ func (s *khStack) read(tenantID, assetID string) ([]byte, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	readerNC, _ := as(s.t, s.d, cli.IdentityReader)
-	c := keybroker.NewClient(readerNC, keybroker.WithRetries(0), keybroker.WithTimeout(5*time.Second))
+	c := keybroker.NewClient(readerNC, keybroker.WithRetries(0), keybroker.WithTimeout(5*time.Second), keybroker.WithPurpose("playback"))
 	a, err := c.Open(ctx, s.vault, tenantID, assetID, cobblestone.WithConcurrency(0))
 	if err == nil {
 		var size int64

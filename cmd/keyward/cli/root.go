@@ -111,7 +111,7 @@ Every command except dev talks to the NATS server in NATS_URL.`,
 	pf.DurationVar(&a.timeout, "timeout", 60*time.Second, "how long to wait for an answer")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.devCmd(), a.accessCmd(), a.assetCmd(), a.tenantCmd(), a.statusCmd(), a.dlqCmd(), a.reencryptCmd(), a.benchCmd())
+	root.AddCommand(a.devCmd(), a.accessCmd(), a.provisionCmd(), a.assetCmd(), a.tenantCmd(), a.statusCmd(), a.dlqCmd(), a.reencryptCmd(), a.benchCmd())
 	return root
 }
 

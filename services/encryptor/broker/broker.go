@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/keyward/keyward/pkg/access"
 	"github.com/keyward/keyward/pkg/envelope"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/keybroker"
@@ -42,6 +44,7 @@ import (
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/ledger"
 	"github.com/keyward/keyward/pkg/rpc"
+	"github.com/keyward/keyward/pkg/tenant"
 )
 
 const (
@@ -65,6 +68,10 @@ type Server struct {
 	timeout     time.Duration
 	status      func(tenantID, keyURI string) events.KeyStatus
 	report      *keystatus.Reporter
+	authorize   bool
+	tenant      func(tenantID string) (*tenant.Config, bool)
+	record      func(ctx context.Context, e *events.KeyAccess) error
+	now         func() time.Time
 
 	requests metric.Int64Counter
 
@@ -74,6 +81,22 @@ type Server struct {
 
 // Options tune a Server.
 type Options struct {
+	// Authorize releases a key only to a caller NATS authenticated (the
+	// server-set Nats-Request-Info of the shared service import): a reader
+	// whose services cover the asset's service and whose purposes cover the
+	// request's purpose, for a purpose the tenant does not deny. Everything
+	// else is refused with not_authorized or purpose_denied. Turn it off
+	// only where NATS runs without authentication (tests, keyward dev
+	// --no-auth): then any request is served, as before access control.
+	Authorize bool
+	// Tenant gives a tenant's configuration (its denied purposes); nil
+	// denies nothing.
+	Tenant func(tenantID string) (*tenant.Config, bool)
+	// Record, when set, records every release and refusal of a known
+	// tenant's asset (KeyAccess on KW_AUDIT). A release is answered only
+	// once its record is stored; a release that cannot be recorded is
+	// refused (internal).
+	Record        func(ctx context.Context, e *events.KeyAccess) error
 	Logger        *slog.Logger
 	MeterProvider metric.MeterProvider
 	// Concurrency bounds requests in flight (KMS calls may be slow); default
@@ -117,6 +140,7 @@ func New(nc *nats.Conn, store *ledger.Store, seeds *kms.SeedCache, o Options) (*
 		tracer:      otel.Tracer("github.com/keyward/keyward/services/encryptor/broker"),
 		concurrency: o.Concurrency, timeout: o.Timeout, requests: requests,
 		status: o.KeyStatus, report: o.Reporter,
+		authorize: o.Authorize, tenant: o.Tenant, record: o.Record, now: time.Now,
 	}, nil
 }
 
@@ -163,7 +187,9 @@ func (s *Server) Stop() {
 }
 
 func (s *Server) handle(ctx context.Context, r *rpc.Request) {
-	resp := s.serve(ctx, r)
+	var acc events.KeyAccess
+	resp := s.serve(ctx, r, &acc)
+	resp = s.recordAccess(ctx, &acc, resp)
 	outcome := "ok"
 	if resp.Error != nil {
 		outcome = resp.Error.Code
@@ -181,9 +207,94 @@ func refuse(code, format string, args ...any) *keybroker.UnwrapResponse {
 	return &keybroker.UnwrapResponse{Error: &keybroker.Error{Code: code, Message: fmt.Sprintf(format, args...)}}
 }
 
-// serve decides one request. r's headers are the reader's (e.g. the
-// server-set Nats-Request-Info).
-func (s *Server) serve(ctx context.Context, r *rpc.Request) *keybroker.UnwrapResponse {
+// recordAccess records the decision in acc (filled by serve as far as it
+// got) once its tenant and asset are known. A release whose record is not
+// stored is turned into a refusal: no key leaves unrecorded.
+func (s *Server) recordAccess(ctx context.Context, acc *events.KeyAccess, resp *keybroker.UnwrapResponse) *keybroker.UnwrapResponse {
+	if s.record == nil || acc.TenantID == "" || acc.AssetID == "" {
+		return resp
+	}
+	acc.At = s.now().UTC()
+	if resp.Error == nil {
+		acc.Result, acc.KeyURI, acc.Mode = events.KeyAccessReleased, resp.KeyURI, resp.Mode
+	} else {
+		acc.Result, acc.Code = events.KeyAccessRefused, resp.Error.Code
+		acc.Detail = clip(resp.Error.Message, 512)
+	}
+	err := s.record(ctx, acc)
+	if err == nil {
+		return resp
+	}
+	s.log.ErrorContext(ctx, "key broker could not record a key access", "tenant", acc.TenantID, "asset", acc.AssetID, "result", acc.Result, "error", err)
+	if resp.Error == nil {
+		return refuse(keybroker.CodeInternal, "the release of %s/%s could not be recorded in the audit trail, so it was not made: retry", acc.TenantID, acc.AssetID)
+	}
+	return resp
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// authorizeCaller decides, before the ledger is read, whether the caller
+// of r may ask tenantID's keys for purpose at all, filling acc's caller; it
+// returns nil to allow. The asset's service is checked once it is known
+// (authorizeService), so a caller without a grant learns nothing of the
+// tenant's assets.
+func (s *Server) authorizeCaller(r *rpc.Request, tenantID, purpose string, acc *events.KeyAccess) (access.Caller, *keybroker.UnwrapResponse) {
+	caller, err := access.CallerFrom(r.Header())
+	if err == nil {
+		acc.Caller = events.KeyAccessCaller{Name: caller.Name, User: caller.User, Account: caller.Account, Role: string(caller.Role)}
+	}
+	if !s.authorize {
+		return caller, nil
+	}
+	if err != nil {
+		return caller, refuse(keybroker.CodeNotAuthorized, "the request carries no caller identity (%v): the key broker releases keys only to readers NATS authenticated", err)
+	}
+	if caller.Role != access.RoleReader {
+		return caller, refuse(keybroker.CodeNotAuthorized, "%s is not a reader: only reader identities may have an asset's key", caller)
+	}
+	if purpose == "" {
+		return caller, refuse(keybroker.CodeInvalidRequest, "purpose is required: say why the key is needed, one of %s", purposeList())
+	}
+	if err := events.ValidatePurpose(purpose); err != nil {
+		return caller, refuse(keybroker.CodeInvalidRequest, "purpose: %v", err)
+	}
+	if !caller.MayPurpose(purpose) {
+		return caller, refuse(keybroker.CodeNotAuthorized, "%s may ask for purposes %v, not %s", caller, caller.Purposes, purpose)
+	}
+	if s.tenant != nil {
+		if t, ok := s.tenant(tenantID); ok && t.PurposeDenied(purpose) {
+			return caller, refuse(keybroker.CodePurposeDenied, "tenant %s denies the purpose %s for its content", tenantID, purpose)
+		}
+	}
+	return caller, nil
+}
+
+// authorizeService refuses a reader whose services do not cover the
+// asset's.
+func (s *Server) authorizeService(caller access.Caller, service string) *keybroker.UnwrapResponse {
+	if s.authorize && !caller.MayService(service) {
+		return refuse(keybroker.CodeNotAuthorized, "%s may read services %v, not %s", caller, caller.Services, service)
+	}
+	return nil
+}
+
+func purposeList() string {
+	var names []string
+	for _, p := range events.Purposes {
+		names = append(names, string(p))
+	}
+	return strings.Join(names, ", ")
+}
+
+// serve decides one request, filling acc with what it learns. r's headers
+// are the reader's (the server-set Nats-Request-Info).
+func (s *Server) serve(ctx context.Context, r *rpc.Request, acc *events.KeyAccess) *keybroker.UnwrapResponse {
 	subjectTenant, err := events.TenantFromSubject(r.Subject())
 	if err != nil {
 		return refuse(keybroker.CodeInvalidRequest, "%v", err)
@@ -198,8 +309,16 @@ func (s *Server) serve(ctx context.Context, r *rpc.Request) *keybroker.UnwrapRes
 	if err := events.ValidateAssetID(req.AssetID); err != nil {
 		return refuse(keybroker.CodeInvalidRequest, "%v", err)
 	}
+	acc.TenantID, acc.AssetID, acc.Purpose = req.TenantID, req.AssetID, clip(req.Purpose, 64)
+	if events.ValidatePurpose(req.Purpose) != nil {
+		acc.Purpose = ""
+	}
 	if len(req.RecipientPublicKey) != 32 {
 		return refuse(keybroker.CodeInvalidRequest, "recipient_public_key must be a 32-byte X25519 public key")
+	}
+	caller, refusal := s.authorizeCaller(r, req.TenantID, req.Purpose, acc)
+	if refusal != nil {
+		return refusal
 	}
 	rec, err := s.ledger.Get(ctx, req.TenantID, req.AssetID)
 	if errors.Is(err, ledger.ErrNotFound) {
@@ -208,6 +327,10 @@ func (s *Server) serve(ctx context.Context, r *rpc.Request) *keybroker.UnwrapRes
 	if err != nil {
 		s.log.ErrorContext(ctx, "key broker ledger lookup failed", "error", err)
 		return refuse(keybroker.CodeInternal, "ledger lookup failed")
+	}
+	acc.Service = rec.Service
+	if refusal := s.authorizeService(caller, rec.Service); refusal != nil {
+		return refusal
 	}
 	if rec.State != ledger.StateEncrypted {
 		return refuse(keybroker.CodeAssetRejected, "asset %s/%s was not stored (%s)", req.TenantID, req.AssetID, rec.RejectReason)

@@ -73,6 +73,8 @@ func TestCrashAtEveryCommitPoint(t *testing.T) {
 				"KEYWARD_PLATFORM_KEY="+s.platform.String(),
 				"KEYWARD_FALLBACK_KEY="+s.fallback.String(),
 				"KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS=true",
+				// The test's server runs without authentication.
+				"KEYWARD_AUTHORIZE_CALLERS=false",
 				"KEYWARD_HTTP_ADDR=",
 				"KEYWARD_ACK_WAIT=2s",
 				"KEYWARD_FAILPOINT="+point,

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
@@ -95,7 +96,7 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 		}
 	}
 	w.enroll = enroll.NewServer(d.enrollNC(), d.enrollJS(), tenant.NewStore(etkv, tenantOpts...), d.KMS, o.Platform,
-		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.WithLogger(w.log), enroll.WithStored(w.awaitTenant))
+		enroll.AllowLocalKeys(o.AllowLocalCustomerKeys), enroll.Authorize(o.AuthorizeCallers), enroll.WithLogger(w.log), enroll.WithStored(w.awaitTenant))
 	skv, err := d.JS.KeyValue(ctx, events.BucketKeyStatus)
 	if err != nil {
 		return nil, fmt.Errorf("encryptor: key status bucket: %w", err)
@@ -108,13 +109,14 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	w.keys.OnChange(w.flushKey)
 	w.reporter = keystatus.NewReporter(d.NC, instanceName(o.Name), keystatus.WithReporterLogger(w.log))
 	w.projector = projector.New(d.JS, d.Ledger, projector.WithLogger(w.log))
+	w.publisher = events.NewPublisher(d.JS, o.Name)
 	if w.broker, err = broker.New(d.brokerNC(), d.Ledger, d.Seeds, broker.Options{
 		Logger: w.log, MeterProvider: o.MeterProvider,
 		KeyStatus: w.keys.Status, Reporter: w.reporter,
+		Authorize: o.AuthorizeCallers, Tenant: w.tenants.Get, Record: w.recordKeyAccess,
 	}); err != nil {
 		return nil, err
 	}
-	w.publisher = events.NewPublisher(d.JS, o.Name)
 	w.settler = &events.Settler{
 		DLQ:        events.NewDeadLetterer(d.JS, o.Name),
 		MaxDeliver: o.MaxDeliver,
@@ -130,6 +132,19 @@ func New(ctx context.Context, d Deps, o Options) (*Worker, error) {
 	}
 	w.tracer = otel.Tracer("github.com/keyward/keyward/services/encryptor")
 	return w, nil
+}
+
+// recordKeyAccess stores one key broker decision on KW_AUDIT
+// (keyward.audit.key_access.<tenant>), published with the encryptor's own
+// identity: the broker's serving identity publishes nothing but replies.
+func (w *Worker) recordKeyAccess(ctx context.Context, e *events.KeyAccess) error {
+	_, err := w.publisher.Publish(ctx, events.Outgoing{
+		Subject: events.SubjectKeyAccess(e.TenantID),
+		MsgID:   "key_access." + e.TenantID + "." + e.AssetID + "." + nuid.Next(),
+		Type:    events.TypeKeyAccess,
+		Event:   e,
+	})
+	return err
 }
 
 // awaitTenant waits (at most 2 s) until this worker's tenant cache holds

@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/providers"
 	"github.com/keyward/keyward/pkg/ledger"
@@ -25,16 +28,20 @@ type Config struct {
 	FallbackKey      string
 	KMS              providers.Config
 	AllowLocalKeys   bool
-	BatchSize        int
-	Concurrency      int
-	MaxInlineBytes   int64
-	MaxAssetBytes    int64
-	MaxDeliver       int
-	AckWait          time.Duration
-	ObservationTTL   time.Duration
-	Failpoint        string
-	ShutdownDeadline time.Duration
-	PlatformConfig   string
+	AuthorizeCallers bool
+	// Credentials of the request-reply services this process also serves,
+	// each its own identity (pkg/access): empty uses the encryptor's.
+	BrokerCreds, EnrollCreds, AdminCreds string
+	BatchSize                            int
+	Concurrency                          int
+	MaxInlineBytes                       int64
+	MaxAssetBytes                        int64
+	MaxDeliver                           int
+	AckWait                              time.Duration
+	ObservationTTL                       time.Duration
+	Failpoint                            string
+	ShutdownDeadline                     time.Duration
+	PlatformConfig                       string
 }
 
 // ParseConfig reads flags and environment.
@@ -47,6 +54,10 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	f.String(&c.PlatformConfig, "platform-config", "KEYWARD_PLATFORM_CONFIG", "", "JSON file of the platform's identities and served regions (default: the dev identities)")
 	c.KMS.Register(f)
 	c.KMS.RegisterBreaker(f)
+	f.Bool(&c.AuthorizeCallers, "authorize-callers", "KEYWARD_AUTHORIZE_CALLERS", true, "check who asks from NATS: the key broker releases a key only to a reader within its services and purposes and the tenant's denied purposes, enrollment takes changes only from an operator or the tenant's admin (false only for an unauthenticated test deployment: then every request is served)")
+	f.String(&c.BrokerCreds, "broker-nats-creds", "KEYWARD_BROKER_NATS_CREDS", "", "credentials of the key broker's serving identity (role key-broker, account KEYWARD_SERVICES); empty serves with -nats-creds")
+	f.String(&c.EnrollCreds, "enroll-nats-creds", "KEYWARD_ENROLL_NATS_CREDS", "", "credentials of the enrollment service's serving identity (role enrollment, account KEYWARD_SERVICES); empty serves with -nats-creds")
+	f.String(&c.AdminCreds, "admin-nats-creds", "KEYWARD_ADMIN_NATS_CREDS", "", "credentials the enrollment service writes tenants with (role admin); empty writes with -nats-creds")
 	f.Bool(&c.AllowLocalKeys, "allow-local-customer-keys", "KEYWARD_ALLOW_LOCAL_CUSTOMER_KEYS", false, "accept localkms:// customer keys (dev and tests only)")
 	f.Int(&c.BatchSize, "batch-size", "KEYWARD_BATCH_SIZE", DefaultBatchSize, "messages committed together (one ledger transaction)")
 	f.Int(&c.Concurrency, "concurrency", "KEYWARD_CONCURRENCY", 0, "assets processed at once (0: 4 × cores)")
@@ -119,7 +130,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHealth()
 	obs.Serve(healthCtx, cfg.HTTPAddr)
-	if err := svc.WaitProvisioned(ctx, js, cfg.Replicas, log); err != nil {
+	if err := svc.WaitProvisioned(ctx, cfg.Common, js, log); err != nil {
 		return nil // interrupted before start
 	}
 
@@ -134,6 +145,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	if cfg.AllowLocalKeys {
 		opts.AllowLocalCustomerKeys = true
 	}
+	opts.AuthorizeCallers = cfg.AuthorizeCallers
+	if !cfg.AuthorizeCallers {
+		log.Warn("the key broker and the enrollment service serve every request without checking who asks (KEYWARD_AUTHORIZE_CALLERS=false): for unauthenticated test deployments only")
+	}
 	if cfg.Failpoint != "" {
 		point := cfg.Failpoint
 		log.Warn("failpoint armed: the process will kill itself", "failpoint", point)
@@ -144,7 +159,34 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 			}
 		}
 	}
-	w, err := New(ctx, Deps{NC: nc, JS: js, KMS: client, Seeds: seeds, Ledger: store}, opts)
+	deps := Deps{NC: nc, JS: js, KMS: client, Seeds: seeds, Ledger: store}
+	for _, id := range []struct {
+		creds, name string
+		nc          **nats.Conn
+		js          *jetstream.JetStream
+	}{
+		{cfg.BrokerCreds, "keyward-key-broker", &deps.BrokerNC, nil},
+		{cfg.EnrollCreds, "keyward-enroll", &deps.EnrollNC, nil},
+		{cfg.AdminCreds, "keyward-admin", nil, &deps.EnrollJS},
+	} {
+		if id.creds == "" {
+			continue
+		}
+		c := cfg.Common
+		c.NATSCreds = id.creds
+		inc, ijs, err := svc.Connect(c, id.name, log)
+		if err != nil {
+			return err
+		}
+		defer inc.Close()
+		if id.nc != nil {
+			*id.nc = inc
+		}
+		if id.js != nil {
+			*id.js = ijs
+		}
+	}
+	w, err := New(ctx, deps, opts)
 	if err != nil {
 		return err
 	}

@@ -111,6 +111,15 @@ type Options struct {
 	// AllowLocalCustomerKeys accepts localkms:// customer keys in tenant
 	// configurations and enrollments (keyward dev and tests only).
 	AllowLocalCustomerKeys bool
+	// AuthorizeCallers makes the request-reply services of this process
+	// check who asks, from the server-set Nats-Request-Info: the key broker
+	// releases an asset's key only to a reader within its services and
+	// purposes and the tenant's denied purposes (broker.Options.Authorize);
+	// the enrollment service accepts changes only from an operator or an
+	// admin of that tenant (enroll.Authorize). On wherever NATS
+	// authenticates; off only for unauthenticated tests and keyward dev
+	// --no-auth.
+	AuthorizeCallers bool
 	// Platform describes the platform's identities and served regions
 	// (enrollment checks regions and tells tenants whom to grant).
 	Platform platform.Config

@@ -50,7 +50,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHealth()
 	obs.Serve(healthCtx, cfg.HTTPAddr)
-	if err := svc.WaitProvisioned(ctx, js, cfg.Replicas, log); err != nil {
+	if err := svc.WaitProvisioned(ctx, cfg.Common, js, log); err != nil {
 		return nil // interrupted before start
 	}
 	w, err := New(ctx, Deps{NC: nc, JS: js}, Options{
