@@ -4,6 +4,7 @@
 package natsembed
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,12 +39,24 @@ type Options struct {
 	// the fields above override its listen address, JetStream store and
 	// name. `keyward dev` writes one from pkg/access.
 	ConfigFile string
+	// TLS, when set, makes the server serve TLS with this configuration
+	// (its Certificates) and require it of every client: there is no
+	// plaintext fallback (nats-server's allow_non_tls stays off) and no
+	// client certificate is asked for (TLSVerify false; clients
+	// authenticate with their credentials). MinVersion is raised to TLS
+	// 1.2 when lower, as nats-server's own TLS blocks set it. It overrides
+	// any tls block of ConfigFile; nil keeps ConfigFile's.
+	TLS *tls.Config
+	// TLSTimeout bounds a client's TLS handshake; default 2s (nats-server's
+	// TLS_TIMEOUT). Used only with TLS.
+	TLSTimeout time.Duration
 }
 
 // Server is a running embedded nats-server.
 type Server struct {
-	srv  *server.Server
-	opts Options
+	srv         *server.Server
+	opts        Options
+	tlsRequired bool
 }
 
 // Start starts a server and waits until it accepts connections.
@@ -82,6 +95,9 @@ func Start(o Options) (*Server, error) {
 	sopts.NoLog = o.Logs == nil
 	sopts.MaxPayload = server.MAX_PAYLOAD_SIZE
 	sopts.DisableShortFirstPing = true
+	if o.TLS != nil {
+		applyTLS(sopts, o.TLS, o.TLSTimeout)
+	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)
@@ -96,10 +112,32 @@ func Start(o Options) (*Server, error) {
 		return nil, fmt.Errorf("natsembed: server on %s not ready after %s (is the port in use?)", addr, o.ReadyTimeout)
 	}
 	o.Port = srv.Addr().(*net.TCPAddr).Port
-	return &Server{srv: srv, opts: o}, nil
+	return &Server{srv: srv, opts: o, tlsRequired: sopts.TLSConfig != nil && !sopts.AllowNonTLS}, nil
 }
 
-// URL is the client URL, e.g. nats://127.0.0.1:4222.
+// applyTLS makes the server require TLS with cfg.
+func applyTLS(sopts *server.Options, cfg *tls.Config, timeout time.Duration) {
+	cfg = cfg.Clone()
+	if cfg.MinVersion < tls.VersionTLS12 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	if timeout <= 0 {
+		timeout = server.TLS_TIMEOUT
+	}
+	sopts.TLSConfig = cfg
+	sopts.TLS = true
+	sopts.TLSVerify = false
+	sopts.TLSMap = false
+	sopts.AllowNonTLS = false
+	sopts.TLSTimeout = timeout.Seconds()
+}
+
+// TLS reports whether the server requires TLS of its clients (Options.TLS
+// or a tls block of ConfigFile without allow_non_tls).
+func (s *Server) TLS() bool { return s.tlsRequired }
+
+// URL is the client URL, e.g. nats://127.0.0.1:4222, or tls://… when the
+// server requires TLS.
 func (s *Server) URL() string { return s.srv.ClientURL() }
 
 // Port is the port the server listens on.
