@@ -2,6 +2,7 @@ package svc
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -22,16 +23,20 @@ import (
 type Common struct {
 	NATSURL   string
 	NATSCreds string
-	HTTPAddr  string
-	LogLevel  string
-	DataDir   string
-	Replicas  int
+	// NATSCA is the CA certificate file (PEM) that signed the NATS server's
+	// certificate; setting it makes the connection require TLS.
+	NATSCA   string
+	HTTPAddr string
+	LogLevel string
+	DataDir  string
+	Replicas int
 }
 
 // Register defines the common flags on f.
 func (c *Common) Register(f *Flags, service string) {
 	f.String(&c.NATSURL, "nats-url", "NATS_URL", nats.DefaultURL, "NATS server URL(s), comma separated")
 	f.String(&c.NATSCreds, "nats-creds", "NATS_CREDS", "", "NATS credentials file")
+	f.String(&c.NATSCA, "nats-ca", "NATS_CA", "", "CA certificate file (PEM) that signed the NATS server's certificate; implies TLS")
 	f.String(&c.HTTPAddr, "http-addr", "KEYWARD_HTTP_ADDR", "127.0.0.1:9464", "address of /healthz, /readyz and /metrics (empty disables)")
 	f.String(&c.LogLevel, "log-level", "KEYWARD_LOG_LEVEL", "info", "debug, info, warn or error")
 	f.String(&c.DataDir, "data-dir", "KEYWARD_DATA_DIR", ".keyward/"+service, "directory of this instance's ledger")
@@ -39,7 +44,10 @@ func (c *Common) Register(f *Flags, service string) {
 }
 
 // Connect opens a NATS connection that reconnects forever and logs its
-// state changes, and a JetStream context on it.
+// state changes, and a JetStream context on it. With c.NATSCA the
+// connection requires TLS and trusts only that CA; a TLS failure (an
+// untrusted certificate, a server without TLS) is logged, since the
+// connection keeps retrying instead of returning it.
 func Connect(c Common, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name(name),
@@ -52,6 +60,19 @@ func Connect(c Common, name string, log *slog.Logger) (*nats.Conn, jetstream.Jet
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if errors.Is(err, nats.ErrTLS) || errors.Is(err, nats.ErrSecureConnWanted) {
+				log.Error("NATS TLS failed; check -nats-ca (NATS_CA) and the server's certificate", "error", err)
+			}
+		}),
+	}
+	if c.NATSCA != "" {
+		if err := checkCA(c.NATSCA); err != nil {
+			return nil, nil, err
+		}
+		// Trust only that CA, and require TLS even if the server offers it
+		// as optional.
+		opts = append(opts, nats.RootCAs(c.NATSCA), nats.Secure())
 	}
 	// The credentials and the identity's own inbox prefix (the only inbox
 	// its permissions let it read).
@@ -70,6 +91,19 @@ func Connect(c Common, name string, log *slog.Logger) (*nats.Conn, jetstream.Jet
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// checkCA reports a CA file that is missing or holds no PEM certificate,
+// naming the setting.
+func checkCA(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("NATS_CA: %w", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return fmt.Errorf("NATS_CA %s: no PEM certificate in the file", path)
+	}
+	return nil
 }
 
 // NATSReady is a readiness check (telemetry AddReadyCheck) that fails while
