@@ -22,16 +22,21 @@ type result struct {
 
 // run runs the keyward command against the NATS server at url. When url
 // is a dev stack's (registerDev), the command finds its credentials in the
-// stack's creds dir, as it would in the directory of `keyward dev`.
+// stack's creds dir, as it would in the directory of `keyward dev`, and,
+// when the stack runs with TLS, trusts its CA (NATS_CA).
 func run(t *testing.T, url string, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	credsDir, _ := devCredsDirs.Load(url)
+	caFile, _ := devCAFiles.Load(url)
 	getenv := func(k string) string {
 		if k == "KEYWARD_CREDS_DIR" && credsDir != nil {
 			return credsDir.(string)
+		}
+		if k == "NATS_CA" && caFile != nil {
+			return caFile.(string)
 		}
 		return ""
 	}
@@ -39,13 +44,17 @@ func run(t *testing.T, url string, stdin string, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
-// devCredsDirs maps a dev stack's NATS URL to its creds dir.
-var devCredsDirs sync.Map
+// devCredsDirs maps a dev stack's NATS URL to its creds dir, devCAFiles
+// to its CA certificate (stacks with TLS).
+var devCredsDirs, devCAFiles sync.Map
 
-// registerDev lets run find d's credentials.
+// registerDev lets run find d's credentials and CA.
 func registerDev(t testing.TB, d *cli.Dev) {
 	devCredsDirs.Store(d.URL(), d.CredsDir)
-	t.Cleanup(func() { devCredsDirs.Delete(d.URL()) })
+	if d.CAFile != "" {
+		devCAFiles.Store(d.URL(), d.CAFile)
+	}
+	t.Cleanup(func() { devCredsDirs.Delete(d.URL()); devCAFiles.Delete(d.URL()) })
 }
 
 func startDev(t *testing.T, dir string) *cli.Dev {

@@ -94,6 +94,10 @@ type DevOptions struct {
 	// benchmarks' "auth off" baseline. By default every connection is an
 	// identity of pkg/access with the matrix's permissions.
 	NoAuth bool
+	// TLS makes the embedded server serve TLS, and require it of every
+	// client, with a certificate of the local CA under DataDir/tls
+	// (pkg/devtls; made once, kept across restarts): Dev.CAFile.
+	TLS bool
 }
 
 // Dev is a running all-in-one Keyward: embedded nats-server with
@@ -135,6 +139,9 @@ type Dev struct {
 	// one credentials file per dev identity (devIdentities).
 	Auth     *access.Authority
 	CredsDir string
+	// CAFile is the CA certificate clients trust with DevOptions.TLS
+	// (DataDir/tls/ca.pem; "" without TLS).
+	CAFile string
 
 	closers []func()
 	conns   []*nats.Conn
@@ -182,7 +189,11 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 			return nil, err
 		}
 	}
-	d.Server, err = natsembed.Start(natsembed.Options{Host: o.Host, Port: o.Port, StoreDir: filepath.Join(dataDir, "nats"), ServerName: "keyward-dev", ConfigFile: confPath})
+	tlsConf, err := d.serverTLS(o, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	d.Server, err = natsembed.Start(natsembed.Options{Host: o.Host, Port: o.Port, StoreDir: filepath.Join(dataDir, "nats"), ServerName: "keyward-dev", ConfigFile: confPath, TLS: tlsConf})
 	if err != nil {
 		if o.Port != 0 && portInUse(o.Host, o.Port) {
 			return nil, fmt.Errorf("port %d is in use (another `keyward dev` or nats-server?); stop it or pass --port: %w", o.Port, err)
@@ -574,6 +585,7 @@ Stop it with Ctrl-C; data survives restarts (delete the data dir to start over).
 	f := cmd.Flags()
 	f.StringVar(&o.DataDir, "data-dir", envOr(a.Getenv, "KEYWARD_DATA_DIR", ".keyward"), "where NATS data, keys and ledgers live (env KEYWARD_DATA_DIR)")
 	f.StringVar(&o.Host, "host", "127.0.0.1", "address NATS listens on")
+	f.BoolVar(&o.TLS, "tls", false, "serve NATS over TLS only, with a certificate of a local CA made once in <data-dir>/tls (clients trust <data-dir>/tls/ca.pem: --nats-ca, NATS_CA)")
 	f.BoolVar(&o.NoAuth, "no-auth", false, "run NATS without authentication (anyone may do anything): only to compare with the authenticated stack")
 	f.IntVar(&o.Port, "port", 4222, "port NATS listens on (0: any free port)")
 	f.StringVar(&o.SMTPURL, "smtp-url", envOr(a.Getenv, "KEYWARD_SMTP_URL", ""), "send the notifier's email through this SMTP server, e.g. smtp://localhost:1025?tls=none (default: .eml files under the data dir's mail/) (env KEYWARD_SMTP_URL)")
@@ -589,10 +601,16 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	w := a.Stdout
 	fmt.Fprintf(w, "Keyward dev is running.\n\n")
 	fmt.Fprintf(w, "  NATS        %s  (JetStream data in %s)\n", d.URL(), d.Server.StoreDir())
+	tlsca := ""
+	if d.CAFile != "" {
+		tlsca = "--tlsca " + d.CAFile + " "
+		fmt.Fprintf(w, "  tls         TLS on, required of every client (TLS 1.2 or later); the CA that signed the server's certificate: %s\n", d.CAFile)
+		fmt.Fprintf(w, "              (the keyward CLI finds it from this directory; elsewhere --nats-ca or NATS_CA)\n")
+	}
 	if d.CredsDir != "" {
 		fmt.Fprintf(w, "  access      authentication on: one credentials file per identity in %s\n", d.CredsDir)
-		fmt.Fprintf(w, "              (the keyward CLI finds them from this directory; nats CLI: --creds %s --inbox-prefix %s)\n",
-			d.Creds(IdentityOperator), access.InboxPrefix(IdentityOperator))
+		fmt.Fprintf(w, "              (the keyward CLI finds them from this directory; nats CLI: %s--creds %s --inbox-prefix %s)\n",
+			tlsca, d.Creds(IdentityOperator), access.InboxPrefix(IdentityOperator))
 	} else {
 		fmt.Fprintf(w, "  access      authentication OFF (--no-auth): anyone who reaches the port can do anything\n")
 	}
@@ -617,7 +635,7 @@ func (a *App) printDevBanner(d *Dev, o DevOptions) {
 	fmt.Fprintf(w, "  emulators   AWS KMS %s, OCI Vault %s, Azure Key Vault %s\n", d.AWS.URL, d.OCI.URL, d.Azure.URL)
 	fmt.Fprintf(w, "              tenants %q, %q and %q each have a key there\n", DemoTenantAWS, DemoTenantOCI, DemoTenantAzure)
 	url := ""
-	if d.URL() != nats.DefaultURL {
+	if strings.Replace(d.URL(), "tls://", "nats://", 1) != nats.DefaultURL { // the CLI finds the dev CA itself
 		url = " --nats-url " + d.URL()
 	}
 	fmt.Fprintf(w, "\nTry it from another terminal:\n\n")

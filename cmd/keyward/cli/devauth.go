@@ -84,10 +84,14 @@ func (d *Dev) Creds(identity string) string {
 }
 
 // Connect opens a connection to the dev server as identity (any name of
-// devIdentities; ignored when authentication is off). The connection is
-// drained when the stack stops.
+// devIdentities; ignored when authentication is off), over TLS trusting
+// Dev.CAFile when the stack runs with TLS. The connection is drained when
+// the stack stops.
 func (d *Dev) Connect(identity string) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{nats.Name("keyward-dev-" + identity), nats.MaxReconnects(-1)}
+	if d.CAFile != "" {
+		opts = append(opts, nats.RootCAs(d.CAFile))
+	}
 	creds, err := access.ClientOptions(d.Creds(identity))
 	if err != nil {
 		return nil, nil, err

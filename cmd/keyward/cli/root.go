@@ -5,12 +5,15 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/keyward/keyward/pkg/access"
+	"github.com/keyward/keyward/pkg/devtls"
 	"github.com/keyward/keyward/pkg/svc"
 )
 
@@ -46,6 +50,7 @@ type App struct {
 
 	natsURL   string
 	natsCreds string
+	natsCA    string
 	credsDir  string
 	timeout   time.Duration
 	jsonOut   bool
@@ -107,6 +112,7 @@ Every command except dev talks to the NATS server in NATS_URL.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats-url", def, "NATS server URL (env NATS_URL)")
 	pf.StringVar(&a.natsCreds, "nats-creds", a.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS); default: the command's identity in --creds-dir")
+	pf.StringVar(&a.natsCA, "nats-ca", a.Getenv("NATS_CA"), "CA certificate file (PEM) that signed the NATS server's certificate; implies TLS (env NATS_CA); default: the CA of `keyward dev --tls`, <creds-dir>/../tls/ca.pem, if it exists, trusted when the server requires TLS")
 	pf.StringVar(&a.credsDir, "creds-dir", envOr(a.Getenv, "KEYWARD_CREDS_DIR", ".keyward/creds"), "where `keyward dev` wrote its credentials: without --nats-creds a command uses <dir>/<identity>.creds if it exists (operator; reader for asset get) (env KEYWARD_CREDS_DIR)")
 	pf.DurationVar(&a.timeout, "timeout", 60*time.Second, "how long to wait for an answer")
 	pf.BoolVar(&a.jsonOut, "json", false, "print machine-readable JSON")
@@ -137,6 +143,54 @@ func (a *App) credsFor(identity string) string {
 	return path
 }
 
+// devCAFile is where `keyward dev --tls` writes its CA: the tls directory
+// beside the creds dir, both in the data dir (.keyward/tls/ca.pem).
+func devCAFile(credsDir string) string {
+	return filepath.Join(filepath.Dir(credsDir), "tls", devtls.CAFile)
+}
+
+// tlsOptions are the TLS options of a command's connection. With
+// --nats-ca / NATS_CA the connection requires TLS and trusts only that CA.
+// Without, the CA `keyward dev --tls` wrote next to the creds dir is
+// trusted if it exists, but TLS is used only when the server requires it
+// (a plaintext `keyward dev` run after a --tls one still works).
+func (a *App) tlsOptions() ([]nats.Option, error) {
+	if a.natsCA != "" {
+		pool, err := loadCAPool(a.natsCA)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--nats-ca: %w", err)}
+		}
+		return []nats.Option{nats.Secure(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}, nil
+	}
+	if a.credsDir == "" {
+		return nil, nil
+	}
+	path := devCAFile(a.credsDir)
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil
+	}
+	pool, err := loadCAPool(path)
+	if err != nil {
+		return nil, fmt.Errorf("the CA of keyward dev --tls: %w", err)
+	}
+	return []nats.Option{func(o *nats.Options) error {
+		o.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		return nil
+	}}, nil
+}
+
+func loadCAPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate in the file", path)
+	}
+	return pool, nil
+}
+
 // connectAs opens a NATS connection for a command that needs identity's
 // permissions (an operator's by default; a reader's to read content).
 func (a *App) connectAs(identity string) (*nats.Conn, jetstream.JetStream, error) {
@@ -146,9 +200,20 @@ func (a *App) connectAs(identity string) (*nats.Conn, jetstream.JetStream, error
 	if err != nil {
 		return nil, nil, usageError{fmt.Errorf("--nats-creds: %w", err)}
 	}
-	nc, err := nats.Connect(a.natsURL, append(opts, copts...)...)
+	topts, err := a.tlsOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts = append(append(opts, topts...), copts...)
+	nc, err := nats.Connect(a.natsURL, opts...)
 	if err != nil {
 		hint := "is `keyward dev` running? set NATS_URL or --nats-url"
+		switch {
+		case errors.Is(err, nats.ErrTLS):
+			hint = "the server's TLS certificate is not trusted: pass --nats-ca (or NATS_CA) with the CA that signed it; `keyward dev --tls` writes .keyward/tls/ca.pem"
+		case errors.Is(err, nats.ErrSecureConnWanted):
+			hint = "--nats-ca (NATS_CA) requires TLS, but the server does not offer it"
+		}
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 			hint = "the server refused the credentials: pass --nats-creds (or NATS_CREDS) with a current credential; `keyward dev` writes them to .keyward/creds"
 			if creds == "" {
