@@ -129,6 +129,12 @@ it in .keyward/auth.`,
 			}
 			copts, err := access.ClientOptions(systemCreds)
 			if err == nil {
+				var topts []nats.Option
+				if topts, err = a.tlsOptions(); err == nil {
+					copts = append(copts, topts...)
+				}
+			}
+			if err == nil {
 				var nc *nats.Conn
 				if nc, err = nats.Connect(a.natsURL, append(copts, nats.Name("keyward-access"), nats.Timeout(5*time.Second))...); err == nil {
 					err = access.PushAccount(cmd.Context(), nc, accJWT)
