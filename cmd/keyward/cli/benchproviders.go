@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/keyward/keyward/pkg/events"
@@ -181,16 +180,14 @@ func NoRateLimits() []kms.ClientOption {
 // ProviderBench measures, for each emulated cloud, the KMS calls per asset
 // and the latency each asset gains over the local-key baseline measured in
 // the same run on the same stack, with the seed cache as configured in d.
+// The load generator connects as the bench identity (a producer that reads
+// the outcomes; no credentials when d runs without authentication).
 func ProviderBench(ctx context.Context, d *Dev, cache string, n, size int) ([]BenchResult, error) {
-	nc, err := nats.Connect(d.URL(), nats.Name("keyward-bench"))
+	nc, js, err := benchConn(d)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
 	stats, err := ProviderLatency(ctx, d, js, n, size)
 	if err != nil {
 		return nil, err
