@@ -148,7 +148,7 @@ type Dev struct {
 
 	ledger        *ledger.Store
 	reLedger      *ledger.Store
-	breakerEvents *encryptor.BreakerEvents
+	breakerEvents *breaker.Events
 	cancel        context.CancelFunc
 	done          chan error // the encryptor's Run
 	monitorDone   chan error // the monitor's Run
@@ -249,7 +249,7 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	d.MonitorKMS = kms.NewClient(append(kmsOpts, o.KMSOptions...)...)
 	clientOpts := append(kmsOpts, o.KMSOptions...)
 	if !o.NoBreaker {
-		d.breakerEvents = encryptor.NewBreakerEvents(encJS, "keyward-dev", o.Logger)
+		d.breakerEvents = breaker.NewEvents(encJS, "keyward-dev", o.Logger)
 		d.Breakers = breaker.New(breaker.WithSettings(o.Breaker), breaker.WithOnStateChange(d.breakerEvents.OnChange), breaker.WithMeterProvider(mp))
 		clientOpts = append(clientOpts, kms.WithGuard(d.Breakers))
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/providers"
 	"github.com/keyward/keyward/pkg/ledger"
@@ -118,7 +119,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	defer nc.Close()
-	breakerEvents := NewBreakerEvents(js, instanceName("encryptor"), log)
+	breakerEvents := breaker.NewEvents(js, instanceName("encryptor"), log)
 	defer breakerEvents.Close()
 	cfg.KMS.OnBreakerChange = breakerEvents.OnChange
 	client, err := providers.NewClient(ctx, cfg.KMS, plat, obs.Telemetry.MeterProvider())

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/kms"
 	"github.com/keyward/keyward/pkg/kms/providers"
 	"github.com/keyward/keyward/pkg/ledger"
@@ -144,6 +145,15 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return err
 	}
 	defer nc.Close()
+	// Its breakers' state changes are published like the encryptor's, so
+	// the monitor, the phone-policy worker and operators see them.
+	worker := cfg.InstanceID
+	if worker == "" {
+		worker = svc.InstanceID("re-encryptor")
+	}
+	breakerEvents := breaker.NewEvents(js, worker, log)
+	defer breakerEvents.Close()
+	cfg.KMS.OnBreakerChange = breakerEvents.OnChange
 	client, err := providers.NewClient(ctx, cfg.KMS, plat, obs.Telemetry.MeterProvider(), RateLimitOptions(cfg.KMSRateShare)...)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package encryptor
+package breaker
 
 import (
 	"context"
@@ -11,31 +11,34 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/keyward/keyward/pkg/breaker"
 	"github.com/keyward/keyward/pkg/events"
 )
 
-// BreakerEvents publishes the state changes of a process's KMS circuit
-// breakers as BreakerStateChanged on keyward.kms.breaker.<provider> (stream
-// KW_KEYS), in order, without blocking the KMS call that caused them.
-type BreakerEvents struct {
+// Events publishes the state changes of a process's KMS circuit breakers
+// as BreakerStateChanged on keyward.kms.breaker.<provider> (stream
+// KW_KEYS), in order, without blocking the KMS call that caused them:
+// every worker with breakers (encryptor, re-encryptor, keyward dev) uses
+// it, so the key-health-monitor, the phone-policy worker and operators see
+// every breaker.
+type Events struct {
 	pub    *events.Publisher
 	worker string
 	log    *slog.Logger
 
-	ch   chan breaker.Change
+	ch   chan Change
 	once sync.Once
 	done chan struct{}
 }
 
-// NewBreakerEvents starts the publisher; pass OnChange to the breakers
-// (providers.Config.OnBreakerChange) and Close it at shutdown.
-func NewBreakerEvents(js jetstream.JetStream, worker string, log *slog.Logger) *BreakerEvents {
+// NewEvents starts the publisher; pass OnChange to the breakers
+// (WithOnStateChange, providers.Config.OnBreakerChange) and Close it at
+// shutdown.
+func NewEvents(js jetstream.JetStream, worker string, log *slog.Logger) *Events {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &BreakerEvents{pub: events.NewPublisher(js, worker), worker: worker, log: log,
-		ch: make(chan breaker.Change, 256), done: make(chan struct{})}
+	b := &Events{pub: events.NewPublisher(js, worker), worker: worker, log: log,
+		ch: make(chan Change, 256), done: make(chan struct{})}
 	go b.run()
 	return b
 }
@@ -43,7 +46,7 @@ func NewBreakerEvents(js jetstream.JetStream, worker string, log *slog.Logger) *
 // OnChange queues a change for publication; if 256 changes are already
 // waiting (NATS unreachable) it is logged and dropped: metrics still carry
 // the breaker's state.
-func (b *BreakerEvents) OnChange(c breaker.Change) {
+func (b *Events) OnChange(c Change) {
 	b.log.Warn("KMS circuit breaker changed state", "provider", c.Provider, "endpoint", c.Endpoint, "from", c.From, "to", c.To)
 	select {
 	case b.ch <- c:
@@ -53,7 +56,7 @@ func (b *BreakerEvents) OnChange(c breaker.Change) {
 }
 
 // Close publishes what is queued (bounded by 5 s) and stops.
-func (b *BreakerEvents) Close() {
+func (b *Events) Close() {
 	b.once.Do(func() { close(b.ch) })
 	select {
 	case <-b.done:
@@ -61,7 +64,7 @@ func (b *BreakerEvents) Close() {
 	}
 }
 
-func (b *BreakerEvents) run() {
+func (b *Events) run() {
 	defer close(b.done)
 	for c := range b.ch {
 		ev := &events.BreakerStateChanged{
