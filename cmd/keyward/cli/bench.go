@@ -262,8 +262,10 @@ directory, on a free port) and measures, in the same run:
     AssetEncrypted is stored, vs raw JetStream async publish + consume of the
     same count and size on the same server (target: at least 0.2 of raw),
     on a stack with NATS authentication (as keyward dev runs; the load
-    generator is the bench identity) and on one without, in alternating
-    rounds; their ratio is the cost of authentication (target: at least 0.9);
+    generator is the bench identity), one with authentication and TLS
+    (keyward dev --tls) and one with neither, in alternating rounds; the
+    ratio of each to the last is the cost of its settings (target: at least
+    0.9);
   - KMS calls per asset with the seed cache (target: at most 0.01);
   - per cloud (AWS, OCI, Azure through their emulators), with the seed cache
     on and off: KMS calls per asset, and the latency of one asset at a time
@@ -334,7 +336,7 @@ Figures go to docs/benchmarks.md with the command that produced them.`,
 		},
 	}
 	cmd.Flags().IntVar(&assets, "assets", 20000, "assets in the pipeline run")
-	cmd.Flags().IntVar(&rounds, "rounds", 2, "pipeline measurements per stack (auth on, auth off, ...), in alternating order")
+	cmd.Flags().IntVar(&rounds, "rounds", 2, "pipeline measurements per stack (auth on; auth and TLS on; auth off), in alternating order")
 	cmd.Flags().IntVar(&size, "size", 1024, "bytes per asset (inline)")
 	cmd.Flags().IntVar(&envMiB, "envelope-mib", 256, "MiB encrypted in the envelope run")
 	cmd.Flags().IntVar(&providerAssets, "provider-assets", 300, "assets per provider in the latency run through the AWS, OCI and Azure emulators, seed cache on and off (0 skips it)")
@@ -416,7 +418,7 @@ func PipelineBench(ctx context.Context, d *Dev, assets, size int) ([]BenchResult
 const benchSettle = time.Second
 
 // BenchStack is one stack of SecurityBench: a running dev stack and what
-// it runs with ("auth on", "auth off").
+// it runs with ("auth on", "auth on, TLS on", "auth off").
 type BenchStack struct {
 	Label string
 	Dev   *Dev
@@ -427,7 +429,7 @@ type BenchStack struct {
 // own server: rounds rounds of assets assets per stack, the order
 // alternating (first to last, then last to first, ...) so a drift of the
 // machine falls on all. The last stack is the baseline (no
-// authentication). Figures are the means over the rounds; the names carry
+// authentication, no TLS). Figures are the means over the rounds; the names carry
 // each stack's range. For every other stack a row gives its pipeline
 // assets/s over the baseline's — the cost of its settings (target: at
 // least 0.9) — with the range and median of the ratio of each round's two
@@ -551,6 +553,7 @@ var benchCompared = []struct {
 	label string
 	o     DevOptions
 }{
+	{"auth on, TLS on", DevOptions{TLS: true}},
 	{"auth off", DevOptions{NoAuth: true}},
 }
 
@@ -600,6 +603,7 @@ func benchStack(ctx context.Context, o DevOptions) (*Dev, error) {
 // scenarios write key statuses (KW_KEY_STATUS, the key-health-monitor's
 // alone) on Dev.NC and create their own Object Store bucket for the raw
 // baseline. `keyward bench` itself (pipeline and provider runs) runs with
-// authentication on, next to an unauthenticated stack for the comparison
-// (SecurityBench), as does the go test -bench form (bench_test.go).
+// authentication on, next to a stack with authentication and TLS and an
+// unauthenticated one for the comparison (SecurityBench), as does the go
+// test -bench form (bench_test.go).
 const benchNoAuth = true

@@ -28,12 +28,14 @@ func producerConn(b *testing.B, d *cli.Dev) (*nats.Conn, jetstream.JetStream) {
 }
 
 // benchSecurity are the stacks of the pipeline benchmarks, by
-// sub-benchmark name: NATS authentication on (as keyward dev runs) and off.
+// sub-benchmark name: NATS authentication on (as keyward dev runs),
+// authentication and TLS on (keyward dev --tls), and neither.
 var benchSecurity = []struct {
 	name string
 	o    cli.DevOptions
 }{
 	{"auth=on", cli.DevOptions{}},
+	{"auth=on,tls=on", cli.DevOptions{TLS: true}},
 	{"auth=off", cli.DevOptions{NoAuth: true}},
 }
 
@@ -56,14 +58,15 @@ func startBenchDevs(b *testing.B) []*cli.Dev {
 
 // BenchmarkPipelineInline1KiB: publish → AssetEncrypted for 1 KiB inline
 // assets, with NATS authentication on (auth=on: the load generator is the
-// bench identity, every worker its own) and off (auth=off), the two stacks
-// of the same run. raw-msgs/s is raw JetStream async publish + consume of
-// b.N messages on the same server just before, outside the timer;
-// assets/s of auth=on over auth=off is the cost of authentication.
+// bench identity, every worker its own), with authentication and TLS
+// (auth=on,tls=on) and with neither (auth=off), the stacks of the same
+// run. raw-msgs/s is raw JetStream async publish + consume of b.N messages
+// on the same server just before, outside the timer; assets/s of each
+// over auth=off's is the cost of its settings.
 func BenchmarkPipelineInline1KiB(b *testing.B) {
 	ds := startBenchDevs(b)
-	// Warm both stacks before either is measured, so the work of a stack
-	// just started (first probes, scans, caches) lands on neither.
+	// Warm every stack before any is measured, so the work of a stack
+	// just started (first probes, scans, caches) lands on none.
 	for _, d := range ds {
 		nc, js := producerConn(b, d)
 		if _, err := cli.Pipeline(context.Background(), nc, js, cli.DemoTenant, 2000, 1024); err != nil {
@@ -102,7 +105,8 @@ func BenchmarkPipelineInline1KiB(b *testing.B) {
 
 // BenchmarkRawJetStream1KiB is the baseline: async publish + pull consume
 // with acks of 1 KiB messages on the same embedded server setup, with
-// authentication on (the bench identity on its stream BENCH_RAW) and off.
+// authentication on (the bench identity on its stream BENCH_RAW), with
+// authentication and TLS, and with neither.
 func BenchmarkRawJetStream1KiB(b *testing.B) {
 	ds := startBenchDevs(b)
 	for i, s := range benchSecurity {
