@@ -84,6 +84,7 @@ const (
 	prefixDeprovisionCancelled = "keyward.lifecycle.deprovision_cancelled."
 	prefixDeprovisionCompleted = "keyward.lifecycle.deprovision_completed."
 	prefixKeyEnrolled          = "keyward.lifecycle.key_enrolled."
+	prefixTenantChanged        = "keyward.lifecycle.tenant_changed."
 	prefixKeyAccess            = "keyward.audit.key_access."
 )
 
@@ -140,6 +141,10 @@ func SubjectRotationCompleted(tenant string) string { return prefixRotationCompl
 
 // SubjectKeyEnrolled is where KeyEnrolled is published for tenant.
 func SubjectKeyEnrolled(tenant string) string { return prefixKeyEnrolled + tenant }
+
+// SubjectTenantChanged is where TenantChanged is published for tenant
+// (stream KW_LIFECYCLE, which captures keyward.lifecycle.*.*).
+func SubjectTenantChanged(tenant string) string { return prefixTenantChanged + tenant }
 
 // SubjectKeyAccess is where the key broker records its decisions on
 // tenant's assets (KeyAccess, stream KW_AUDIT).

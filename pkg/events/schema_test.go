@@ -62,6 +62,7 @@ var contracts = []contract{
 	validated[events.CallEnded]("call_ended.schema.json", "call_ended.json"),
 	validated[events.CallAction]("call_action.schema.json", "call_action.json"),
 	validated[events.PhoneSettingsChanged]("phone_settings_changed.schema.json", "phone_settings_changed.json"),
+	validated[events.TenantChanged]("tenant_changed.schema.json", "tenant_changed.json", "tenant_changed_created.json"),
 	{
 		// A reply, not validated on receipt: it has no Validate.
 		schema:   "call_decision.schema.json",
