@@ -29,12 +29,24 @@
 //     schedule whose time has not come; DeprovisionCancelled is published.
 //     A started deprovisioning cannot be cancelled: it completes with
 //     DeprovisionCompleted.
+//   - "apply" (`keyward tenant apply`): stores a whole tenant document
+//     (Request.Tenant), validated and revision-checked.
+//   - "recipients" (`keyward tenant recipients add|remove`): removes
+//     Request.Remove from and adds Request.Add to the tenant's recipients.
+//   - "phone_settings" (`keyward tenant phone --drop-calls`): sets
+//     drop_calls; PhoneSettingsChanged is published.
+//
+// Every change stored, whatever its op, is announced by TenantChanged
+// (keyward.lifecycle.tenant_changed.<tenant>, Nats-Msg-Id
+// tenant_changed.<tenant>.<revision>) naming the caller as NATS
+// authenticated it and the document before and after.
 //
 // Refusals are *Error values with a stable Code; conflicts with the
 // tenant's state are CodeConflict and their message says what to do.
 package enroll
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -54,6 +66,14 @@ const (
 	// OpDeprovisionCancel cancels a scheduled deprovisioning that has not
 	// started.
 	OpDeprovisionCancel = "deprovision_cancel"
+	// OpApply stores a whole tenant document (Request.Tenant).
+	OpApply = "apply"
+	// OpRecipients changes the tenant's email recipients (Request.Add,
+	// Request.Remove).
+	OpRecipients = "recipients"
+	// OpPhoneSettings changes the tenant's phone settings
+	// (Request.DropCalls).
+	OpPhoneSettings = "phone_settings"
 )
 
 // Request asks the service for one operation on a tenant's keys. Op ""
@@ -66,6 +86,15 @@ type Request struct {
 	// At is when a scheduled deprovisioning starts (OpDeprovisionSchedule
 	// only); a time in the past means now.
 	At *time.Time `json:"at,omitempty"`
+	// Tenant is the whole tenant document to store (OpApply only), as
+	// `keyward tenant apply -f` reads it.
+	Tenant json.RawMessage `json:"tenant,omitempty"`
+	// Add and Remove are the email recipients to add and to remove
+	// (OpRecipients only).
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+	// DropCalls is the drop_calls setting to store (OpPhoneSettings only).
+	DropCalls *bool `json:"drop_calls,omitempty"`
 }
 
 // RotateRequest asks to rotate a tenant's primary key to KeyURI.
@@ -99,7 +128,27 @@ type Response struct {
 	// Warning says what did not work although the change is stored, e.g.
 	// the lifecycle event could not be published.
 	Warning string `json:"warning,omitempty"`
-	Error   *Error `json:"error,omitempty"`
+	// Tenant is the document stored (OpApply, OpRecipients,
+	// OpPhoneSettings).
+	Tenant *tenant.Config `json:"tenant,omitempty"`
+	// NoChange: the request asked for what the tenant has already; nothing
+	// was written or published (Revision is the current one).
+	NoChange bool `json:"no_change,omitempty"`
+	// Recipients are the tenant's recipients after the change (OpRecipients;
+	// on a CodeNotRecipient refusal, those listed). Added, Removed and
+	// Unchanged are the addresses added, removed, and asked to be added but
+	// listed already (as listed); Absent those asked to be removed but not
+	// listed.
+	Recipients []string `json:"recipients,omitempty"`
+	Added      []string `json:"added,omitempty"`
+	Removed    []string `json:"removed,omitempty"`
+	Unchanged  []string `json:"unchanged,omitempty"`
+	Absent     []string `json:"absent,omitempty"`
+	// Previous is the drop_calls setting before (OpPhoneSettings), EventID
+	// the Nats-Msg-Id of the PhoneSettingsChanged published.
+	Previous *bool  `json:"previous,omitempty"`
+	EventID  string `json:"event_id,omitempty"`
+	Error    *Error `json:"error,omitempty"`
 }
 
 // Error codes.
@@ -116,6 +165,9 @@ const (
 	CodeConflict            = "conflict"             // the tenant's state does not allow it (a primary exists, no primary for a replica or a rotation, a deprovisioning scheduled or started)
 	CodeNotAuthorized       = "not_authorized"       // the caller is neither an operator nor an admin of this tenant
 	CodeKeyInUse            = "key_in_use"           // another tenant has enrolled this key; each tenant enrolls a key of its own
+	CodeInvalidDocument     = "invalid_document"     // the tenant document of an apply is not valid; the message lists every problem
+	CodeUnknownTenant       = "unknown_tenant"       // the tenant has no configuration to change
+	CodeNotRecipient        = "not_recipient"        // an address to remove is not a recipient; nothing was removed
 	CodeInternal            = "internal"
 )
 
@@ -139,6 +191,12 @@ func (e *Error) Error() string {
 		what = "deprovisioning"
 	case OpDeprovisionCancel:
 		what = "cancellation"
+	case OpApply:
+		what = "apply"
+	case OpRecipients:
+		what = "recipients change"
+	case OpPhoneSettings:
+		what = "phone settings change"
 	}
 	if e.Op != "" {
 		return fmt.Sprintf("%s refused (%s during %s): %s", what, e.Code, e.Op, e.Message)

@@ -63,7 +63,9 @@ func (s *Server) rotate(ctx context.Context, req RotateRequest) *Response {
 	enrolled := tenant.Key{URI: uri, Role: tenant.RolePrimary, EnrolledAt: now.Truncate(time.Second)}
 	var from string
 	var retiring []string
+	var before *tenant.Config
 	stored, err := s.tenants.Modify(ctx, req.TenantID, func(c *tenant.Config) error {
+		before = c.Clone()
 		if e := checkRotate(c, key, now); e != nil {
 			return e
 		}
@@ -101,6 +103,7 @@ func (s *Server) rotate(ctx context.Context, req RotateRequest) *Response {
 		MsgID:   lifecycleMsgID("rotation_started", req.TenantID, stored.Revision),
 		Type:    events.TypeRotationStarted, Event: ev,
 	})
+	resp.Warning = joinWarnings(resp.Warning, s.publishChanged(ctx, events.TenantOpRotation, before, stored))
 	s.log.Info("key rotation started", "tenant_id", req.TenantID, "from_key_uri", from, "to_key_uri", uri,
 		"key_version", probe.KeyVersion, "retiring", retiring, "revision", stored.Revision)
 	return resp
@@ -170,7 +173,9 @@ func (s *Server) scheduleDeprovision(ctx context.Context, req ScheduleDeprovisio
 		at = now
 	}
 	var sched tenant.Deprovision
+	var before *tenant.Config
 	stored, err := s.tenants.Modify(ctx, req.TenantID, func(c *tenant.Config) error {
+		before = c.Clone()
 		switch d := c.Deprovision; {
 		case c.DeprovisionedAt != nil:
 			return &Error{Code: CodeConflict, Message: fmt.Sprintf("tenant %s was deprovisioned at %s: there is nothing left to deprovision", c.TenantID, stamp(*c.DeprovisionedAt))}
@@ -199,6 +204,7 @@ func (s *Server) scheduleDeprovision(ctx context.Context, req ScheduleDeprovisio
 		Type:    events.TypeDeprovisionScheduled,
 		Event:   &events.DeprovisionScheduled{TenantID: req.TenantID, At: sched.At, ScheduledAt: sched.ScheduledAt},
 	})
+	resp.Warning = joinWarnings(resp.Warning, s.publishChanged(ctx, events.TenantOpDeprovisionScheduled, before, stored))
 	s.log.Info("deprovisioning scheduled", "tenant_id", req.TenantID, "at", sched.At, "revision", stored.Revision)
 	return resp
 }
@@ -219,7 +225,9 @@ func (s *Server) cancelDeprovision(ctx context.Context, tenantID string) *Respon
 	}
 	now := s.now().UTC()
 	var was tenant.Deprovision
+	var before *tenant.Config
 	stored, err := s.tenants.Modify(ctx, tenantID, func(c *tenant.Config) error {
+		before = c.Clone()
 		d := c.Deprovision
 		switch {
 		case d == nil && c.DeprovisionedAt != nil:
@@ -249,6 +257,7 @@ func (s *Server) cancelDeprovision(ctx context.Context, tenantID string) *Respon
 		Type:    events.TypeDeprovisionCancelled,
 		Event:   &events.DeprovisionCancelled{TenantID: tenantID, At: was.At, CancelledAt: now},
 	})
+	resp.Warning = joinWarnings(resp.Warning, s.publishChanged(ctx, events.TenantOpDeprovisionCancelled, before, stored))
 	s.log.Info("deprovisioning cancelled", "tenant_id", tenantID, "at", was.At, "revision", stored.Revision)
 	return resp
 }

@@ -93,8 +93,43 @@ func (r *lifecycleRig) get(tenantID string) *tenant.Config {
 	return c
 }
 
-// lifecycleMsgs returns every message of KW_LIFECYCLE.
+// lifecycleMsgs returns every message of KW_LIFECYCLE but the
+// TenantChanged records (tenantChanged has those).
 func (r *lifecycleRig) lifecycleMsgs() []jetstream.RawStreamMsg {
+	r.t.Helper()
+	var out []jetstream.RawStreamMsg
+	for _, m := range r.allLifecycleMsgs() {
+		if !strings.HasPrefix(m.Subject, "keyward.lifecycle.tenant_changed.") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// tenantChanged returns the TenantChanged records of KW_LIFECYCLE, decoded,
+// checking each one's subject and message id.
+func (r *lifecycleRig) tenantChanged() []*events.TenantChanged {
+	r.t.Helper()
+	var out []*events.TenantChanged
+	for _, m := range r.allLifecycleMsgs() {
+		if !strings.HasPrefix(m.Subject, "keyward.lifecycle.tenant_changed.") {
+			continue
+		}
+		e, err := events.DecodeTenantChanged(m.Data)
+		if err != nil {
+			r.t.Fatalf("%s: %v", m.Data, err)
+		}
+		if m.Subject != events.SubjectTenantChanged(e.TenantID) || m.Header.Get(events.HeaderMsgID) != events.TenantChangedMsgID(e.TenantID, e.Revision) ||
+			m.Header.Get(events.HeaderCEType) != events.TypeTenantChanged {
+			r.t.Errorf("TenantChanged on %s with %v", m.Subject, m.Header)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// allLifecycleMsgs returns every message of KW_LIFECYCLE.
+func (r *lifecycleRig) allLifecycleMsgs() []jetstream.RawStreamMsg {
 	r.t.Helper()
 	ctx := context.Background()
 	s, err := r.js.Stream(ctx, events.StreamLifecycle)

@@ -179,6 +179,7 @@ func (s *Server) handle(ctx context.Context, r *rpc.Request) *Response {
 	if resp := s.authorizeCaller(r.Header(), subjectTenant); resp != nil {
 		return resp
 	}
+	ctx = withCaller(ctx, r.Header())
 	switch req.Op {
 	case "", OpAdd:
 		return s.Enroll(ctx, req)
@@ -191,8 +192,14 @@ func (s *Server) handle(ctx context.Context, r *rpc.Request) *Response {
 		return s.ScheduleDeprovision(ctx, ScheduleDeprovisionRequest{TenantID: req.TenantID, At: *req.At})
 	case OpDeprovisionCancel:
 		return s.CancelDeprovision(ctx, req.TenantID)
+	case OpApply:
+		return s.Apply(ctx, req)
+	case OpRecipients:
+		return s.Recipients(ctx, req)
+	case OpPhoneSettings:
+		return s.PhoneSettings(ctx, req)
 	}
-	return fail(CodeInvalidRequest, "op %q is not an operation of the enrollment service: use add, rotate, deprovision_schedule or deprovision_cancel", clip(req.Op))
+	return fail(CodeInvalidRequest, "op %q is not an operation of the enrollment service: use add, rotate, deprovision_schedule, deprovision_cancel, apply, recipients or phone_settings", clip(req.Op))
 }
 
 // authorizeCaller refuses a request whose caller may not change tenantID:
@@ -273,7 +280,7 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 	}
 
 	enrolled := tenant.Key{URI: uri, Role: role, EnrolledAt: s.now().UTC().Truncate(time.Second)}
-	var stored *tenant.Config
+	var stored, before *tenant.Config
 	if cur == nil {
 		stored, err = s.tenants.Create(ctx, &tenant.Config{
 			TenantID: req.TenantID, Keys: []tenant.Key{enrolled},
@@ -281,6 +288,7 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 		})
 	} else {
 		stored, err = s.tenants.Modify(ctx, req.TenantID, func(c *tenant.Config) error {
+			before = c.Clone()
 			if e := checkNotDeprovisioning(c, s.now()); e != nil {
 				return e
 			}
@@ -317,6 +325,7 @@ func (s *Server) Enroll(ctx context.Context, req Request) *Response {
 		Event: &events.KeyEnrolled{TenantID: req.TenantID, KeyURI: uri, Role: string(role),
 			KeyVersion: probe.KeyVersion, EnrolledAt: enrolled.EnrolledAt},
 	})
+	resp.Warning = joinWarnings(resp.Warning, s.publishChanged(ctx, events.TenantOpKeyEnrolled, before, stored))
 	s.log.Info("key enrolled", "tenant_id", req.TenantID, "key_uri", uri, "role", role, "key_version", probe.KeyVersion, "revision", stored.Revision)
 	return resp
 }
@@ -437,6 +446,27 @@ func (c *Client) ScheduleDeprovision(ctx context.Context, req ScheduleDeprovisio
 // scheduled deprovisioning. A refusal is an *Error.
 func (c *Client) CancelDeprovision(ctx context.Context, tenantID string) (*Response, error) {
 	return c.Do(ctx, Request{Op: OpDeprovisionCancel, TenantID: tenantID})
+}
+
+// Apply asks the enrollment service to store doc as the whole
+// configuration of tenantID (the document's tenant_id must be tenantID). A
+// refusal is an *Error: CodeInvalidDocument lists every problem of the
+// document, CodeConflict says a concurrent change came first.
+func (c *Client) Apply(ctx context.Context, tenantID string, doc []byte) (*Response, error) {
+	return c.Do(ctx, Request{Op: OpApply, TenantID: tenantID, Tenant: json.RawMessage(doc)})
+}
+
+// Recipients asks the enrollment service to remove and add email
+// recipients of tenantID. A refusal is an *Error (CodeNotRecipient with
+// Response.Absent when an address to remove is not listed).
+func (c *Client) Recipients(ctx context.Context, tenantID string, add, remove []string) (*Response, error) {
+	return c.Do(ctx, Request{Op: OpRecipients, TenantID: tenantID, Add: add, Remove: remove})
+}
+
+// PhoneSettings asks the enrollment service to set the drop_calls setting
+// of tenantID. A refusal is an *Error.
+func (c *Client) PhoneSettings(ctx context.Context, tenantID string, dropCalls bool) (*Response, error) {
+	return c.Do(ctx, Request{Op: OpPhoneSettings, TenantID: tenantID, DropCalls: &dropCalls})
 }
 
 // Do sends one request to the enrollment service and waits for its reply.
