@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyward/keyward/pkg/enroll"
 	"github.com/keyward/keyward/pkg/tenant"
 )
 
@@ -41,8 +42,13 @@ func (a *App) tenantApplyCmd() *cobra.Command {
 		Use:   "apply -f tenant.json",
 		Short: "Create or update a tenant from a JSON document (schemas/tenant.schema.json)",
 		Long: `apply validates the document (every problem reported at once, naming the
-field and the fix), then creates the tenant or updates it, checked against the
-revision read just before so a concurrent change is never overwritten silently.`,
+field and the fix), then sends it to the enrollment service
+(keyward.key.enroll.<tenant>), which validates it again, refuses a key another
+tenant has enrolled, and creates the tenant or updates it, checked against the
+revision read just before so a concurrent change is never overwritten
+silently. Only an operator or an admin of the tenant may apply it; the change
+is announced by TenantChanged (stream KW_LIFECYCLE) with who made it and the
+document before and after.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var r io.Reader = a.Stdin
@@ -62,20 +68,29 @@ revision read just before so a concurrent change is never overwritten silently.`
 			if err != nil {
 				return fmt.Errorf("%s is not a valid tenant document:\n  %s", file, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-			defer cancel()
-			store, closeConn, err := a.tenantStore(ctx, allowLocal)
+			ctx, nc, _, done, err := a.session(cmd)
 			if err != nil {
 				return err
 			}
-			defer closeConn()
-			stored, err := store.Apply(ctx, cfg)
-			if errors.Is(err, tenant.ErrConflict) {
-				return fmt.Errorf("tenant %s was changed by someone else while applying; run apply again", cfg.TenantID)
-			}
-			if err != nil {
+			defer done()
+			resp, err := enroll.NewClient(nc, a.timeout).Apply(ctx, cfg.TenantID, data)
+			var ee *enroll.Error
+			switch {
+			case errors.As(err, &ee) && ee.Code == enroll.CodeInvalidDocument:
+				return fmt.Errorf("%s is not a valid tenant document:\n  %s", file, strings.ReplaceAll(ee.Message, "\n", "\n  "))
+			case errors.As(err, &ee) && ee.Code == enroll.CodeConflict:
+				return errors.New(ee.Message)
+			case errors.As(err, &ee):
+				return fmt.Errorf("tenant %s was not applied: %s", cfg.TenantID, ee.Error())
+			case err != nil:
 				return err
 			}
+			warn(a.Stderr, resp.Warning)
+			stored := resp.Tenant
+			if stored == nil {
+				return fmt.Errorf("tenant %s: the enrollment service's reply has no tenant document (revision %d)", cfg.TenantID, resp.Revision)
+			}
+			stored.Revision = resp.Revision
 			if a.jsonOut {
 				return a.printJSON(stored)
 			}
@@ -84,7 +99,7 @@ revision read just before so a concurrent change is never overwritten silently.`
 		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "tenant document (- for stdin)")
-	cmd.Flags().BoolVar(&allowLocal, "allow-local-keys", false, "accept localkms:// customer keys (dev only)")
+	cmd.Flags().BoolVar(&allowLocal, "allow-local-keys", false, "accept localkms:// customer keys (dev only; the enrollment service accepts them only when it runs with AllowLocalKeys)")
 	_ = cmd.MarkFlagRequired("file")
 	return cmd
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyward/keyward/pkg/enroll"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/tenant"
 )
@@ -41,9 +41,11 @@ apply, or the key is revoked): on drops the call, off lets it go on without
 a recording. The phone-policy worker applies it to new calls at admission
 and to live calls when the key's status changes.
 
-The change is written with a revision check, so a concurrent change to the
-tenant is never overwritten, and announced by the audit event
-PhoneSettingsChanged on keyward.lifecycle.phone_settings_changed.<tenant>
+The change is asked of the enrollment service (keyward.key.enroll.<tenant>),
+which only an operator or an admin of the tenant may ask. It is written with a
+revision check, so a concurrent change to the tenant is never overwritten, and
+announced by TenantChanged (who made it, the document before and after) and
+the audit event PhoneSettingsChanged on keyward.lifecycle.phone_settings_changed.<tenant>
 (stream KW_LIFECYCLE, Nats-Msg-Id phone_settings_changed.<tenant>.<revision>).
 Setting the value the tenant has already changes nothing and publishes
 nothing.`,
@@ -96,67 +98,47 @@ func (a *App) showPhone(cmd *cobra.Command, tenantID string) error {
 	return nil
 }
 
-// errPhoneUnchanged stops a Modify that would write the same settings again.
-var errPhoneUnchanged = errors.New("phone settings unchanged")
-
 func (a *App) setDropCalls(cmd *cobra.Command, tenantID string, want bool) error {
-	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-	defer cancel()
-	nc, js, err := a.connect()
+	ctx, nc, _, done, err := a.session(cmd)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	// Local keys are accepted: the keys stored were validated when they
-	// were enrolled, and this update does not touch them.
-	store, err := tenant.OpenStore(ctx, js, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
-	if err != nil {
-		return err
-	}
-	var previous bool
-	var revision uint64
-	stored, err := store.Modify(ctx, tenantID, func(c *tenant.Config) error {
-		// Modify may call this again after a concurrent write.
-		previous, revision = c.Phone.DropCalls, c.Revision
-		if previous == want {
-			return errPhoneUnchanged
-		}
-		c.Phone.DropCalls = want
-		return nil
-	})
-	out := phoneSettings{TenantID: tenantID, DropCalls: want, Previous: &previous}
+	defer done()
+	resp, err := enroll.NewClient(nc, a.timeout).PhoneSettings(ctx, tenantID, want)
+	var ee *enroll.Error
 	switch {
-	case errors.Is(err, errPhoneUnchanged):
-		out.Revision, out.Changed = revision, new(bool)
-		if a.jsonOut {
-			return a.printJSON(out)
-		}
-		fmt.Fprintf(a.Stdout, "tenant %s already has drop_calls %s: nothing changed, no event published (revision %d)\n", tenantID, onOff(want), revision)
-		return nil
-	case errors.Is(err, tenant.ErrNotFound):
+	case errors.As(err, &ee) && ee.Code == enroll.CodeUnknownTenant:
 		return fmt.Errorf("--tenant: %w", unknownTenant(tenantID))
-	case errors.Is(err, tenant.ErrConflict):
-		return fmt.Errorf("tenant %s kept changing while its phone settings were updated: run the command again", tenantID)
+	case errors.As(err, &ee) && ee.Code == enroll.CodeConflict:
+		return errors.New(ee.Message)
+	case errors.As(err, &ee):
+		return fmt.Errorf("the phone settings of tenant %s were not changed: %s", tenantID, ee.Error())
 	case err != nil:
 		return err
 	}
+	previous := want
+	if resp.Previous != nil {
+		previous = *resp.Previous
+	}
+	out := phoneSettings{TenantID: tenantID, Revision: resp.Revision, DropCalls: want, Previous: &previous}
+	if resp.NoChange {
+		out.Changed = new(bool)
+		if a.jsonOut {
+			return a.printJSON(out)
+		}
+		fmt.Fprintf(a.Stdout, "tenant %s already has drop_calls %s: nothing changed, no event published (revision %d)\n", tenantID, onOff(want), resp.Revision)
+		return nil
+	}
 	changed := true
-	out.Revision, out.Changed = stored.Revision, &changed
-	out.EventID = events.PhoneSettingsChangedMsgID(tenantID, stored.Revision)
-	e := &events.PhoneSettingsChanged{TenantID: tenantID, DropCalls: want, Previous: previous, ChangedAt: time.Now().UTC()}
-	if _, err := events.NewPublisher(js, "keyward-cli").Publish(ctx, events.Outgoing{
-		Subject: events.SubjectPhoneSettingsChanged(tenantID),
-		MsgID:   out.EventID,
-		Type:    events.TypePhoneSettingsChanged,
-		Event:   e,
-	}); err != nil {
-		return fmt.Errorf("tenant %s: drop_calls is now %s (revision %d), but its audit event %s was not published: %w", tenantID, onOff(want), stored.Revision, out.EventID, err)
+	out.Changed, out.EventID = &changed, resp.EventID
+	if resp.Warning != "" {
+		return fmt.Errorf("tenant %s: drop_calls is now %s (revision %d), but its audit events were not all published: %s", tenantID, onOff(want), resp.Revision, resp.Warning)
 	}
 	if a.jsonOut {
 		return a.printJSON(out)
 	}
 	fmt.Fprintf(a.Stdout, "tenant %s: drop_calls %s (was %s), revision %d\n  %s\n  published PhoneSettingsChanged %s\n",
-		tenantID, onOff(want), onOff(previous), stored.Revision, dropCallsText(want), out.EventID)
+		tenantID, onOff(want), onOff(previous), resp.Revision, dropCallsText(want), out.EventID)
 	return nil
 }
 

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/keyward/keyward/pkg/enroll"
 	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/tenant"
 )
@@ -28,8 +30,12 @@ cancelled and completed).
 
 Each address is checked as a tenant document's recipients are: a bare RFC 5322
 address (name@example.com, without a display name, quotes or angle brackets),
-at most 254 characters, unique regardless of case. Changes are written with
-a revision check, so a concurrent change to the tenant is never overwritten.`,
+at most 254 characters, unique regardless of case. add and remove ask the
+enrollment service (keyward.key.enroll.<tenant>), which only an operator or an
+admin of the tenant may ask: it writes the change with a revision check, so a
+concurrent change to the tenant is never overwritten, and announces it by
+TenantChanged (stream KW_LIFECYCLE) with who made it and the document before
+and after.`,
 	}
 	cmd.AddCommand(a.tenantRecipientsAddCmd(), a.tenantRecipientsRemoveCmd(), a.tenantRecipientsListCmd())
 	return cmd
@@ -61,17 +67,7 @@ nothing is changed.`,
 			if err != nil {
 				return err
 			}
-			return a.modifyRecipients(cmd, tenantID, func(c *tenant.Config, ch *recipientsChange) error {
-				for _, addr := range addrs {
-					if i := indexFold(c.Recipients, addr); i >= 0 {
-						ch.Unchanged = append(ch.Unchanged, c.Recipients[i])
-						continue
-					}
-					c.Recipients = append(c.Recipients, addr)
-					ch.Changed = append(ch.Changed, addr)
-				}
-				return nil
-			}, func(ch *recipientsChange) {
+			return a.changeRecipients(cmd, tenantID, addrs, nil, func(ch *recipientsChange) {
 				for _, addr := range ch.Unchanged {
 					fmt.Fprintf(a.Stdout, "%s is already a recipient of tenant %s: nothing to add\n", addr, tenantID)
 				}
@@ -100,22 +96,7 @@ nothing is removed, so a typo never passes for a removal.`,
 			if err != nil {
 				return err
 			}
-			return a.modifyRecipients(cmd, tenantID, func(c *tenant.Config, ch *recipientsChange) error {
-				var absent []string
-				for _, addr := range addrs {
-					i := indexFold(c.Recipients, addr)
-					if i < 0 {
-						absent = append(absent, addr)
-						continue
-					}
-					ch.Changed = append(ch.Changed, c.Recipients[i])
-					c.Recipients = append(c.Recipients[:i], c.Recipients[i+1:]...)
-				}
-				if len(absent) > 0 {
-					return notRecipients(tenantID, absent, ch.Recipients)
-				}
-				return nil
-			}, func(ch *recipientsChange) {
+			return a.changeRecipients(cmd, tenantID, nil, addrs, func(ch *recipientsChange) {
 				for _, addr := range ch.Changed {
 					fmt.Fprintf(a.Stdout, "removed %s\n", addr)
 				}
@@ -168,51 +149,33 @@ func (a *App) tenantRecipientsListCmd() *cobra.Command {
 	return cmd
 }
 
-// errNoChange stops a Modify that would write the same recipients again.
-var errNoChange = errors.New("recipients unchanged")
-
-// modifyRecipients applies change to the tenant's configuration with a
-// revision-checked update (nothing is written when change changes nothing)
-// and prints the outcome: report's lines, then the count, or with --json a
+// changeRecipients asks the enrollment service to remove and add the
+// addresses (it writes nothing when nothing changes) and prints the
+// outcome: report's lines, then the count, or with --json a
 // recipientsChange.
-func (a *App) modifyRecipients(cmd *cobra.Command, tenantID string, change func(*tenant.Config, *recipientsChange) error, report func(*recipientsChange)) error {
-	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-	defer cancel()
-	// Local keys are accepted: the keys stored were validated when they
-	// were enrolled, and this update does not touch them.
-	store, closeConn, err := a.tenantStore(ctx, true)
+func (a *App) changeRecipients(cmd *cobra.Command, tenantID string, add, remove []string, report func(*recipientsChange)) error {
+	ctx, nc, _, done, err := a.session(cmd)
 	if err != nil {
 		return err
 	}
-	defer closeConn()
-	var ch recipientsChange
-	stored, err := store.Modify(ctx, tenantID, func(c *tenant.Config) error {
-		// Modify may call this again after a concurrent write.
-		ch = recipientsChange{TenantID: tenantID, Revision: c.Revision, Recipients: append([]string(nil), c.Recipients...)}
-		if err := change(c, &ch); err != nil {
-			return err
-		}
-		if len(ch.Changed) == 0 {
-			return errNoChange
-		}
-		return nil
-	})
+	defer done()
+	resp, err := enroll.NewClient(nc, a.timeout).Recipients(ctx, tenantID, add, remove)
+	var ee *enroll.Error
 	switch {
-	case errors.Is(err, errNoChange):
-	case errors.Is(err, tenant.ErrNotFound):
+	case errors.As(err, &ee) && ee.Code == enroll.CodeNotRecipient:
+		return notRecipients(tenantID, resp.Absent, resp.Recipients)
+	case errors.As(err, &ee) && ee.Code == enroll.CodeUnknownTenant:
 		return unknownTenant(tenantID)
-	case errors.Is(err, tenant.ErrConflict):
-		return fmt.Errorf("tenant %s kept changing while its recipients were updated: run the command again", tenantID)
+	case errors.As(err, &ee) && ee.Code == enroll.CodeConflict:
+		return errors.New(ee.Message)
+	case errors.As(err, &ee):
+		return fmt.Errorf("the recipients of tenant %s were not changed: %s", tenantID, ee.Error())
 	case err != nil:
-		var nr *notRecipientsError
-		if errors.As(err, &nr) {
-			return nr
-		}
 		return err
-	default:
-		ch.Revision, ch.Recipients = stored.Revision, stored.Recipients
 	}
-	ch.Recipients = nonNil(ch.Recipients)
+	warn(a.Stderr, resp.Warning)
+	ch := recipientsChange{TenantID: tenantID, Revision: resp.Revision, Recipients: nonNil(resp.Recipients),
+		Changed: slices.Concat(resp.Removed, resp.Added), Unchanged: resp.Unchanged}
 	if a.jsonOut {
 		ch.Changed = nonNil(ch.Changed)
 		return a.printJSON(ch)
@@ -251,48 +214,12 @@ func recipientArgs(tenantID string, args []string) ([]string, error) {
 }
 
 // checkRecipient validates one address exactly as tenant.Validate validates
-// a recipient: it validates a document holding only that address and
-// returns the problems of the recipient's field, naming the address.
+// a recipient (the enrollment service checks it the same way).
 func checkRecipient(addr string) error {
-	err := tenant.Validate(&tenant.Config{TenantID: "recipient-check", Recipients: []string{addr}})
-	var problems []string
-	for _, fe := range fieldErrors(err) {
-		if fe.Field != "recipients[0]" {
-			continue
-		}
-		p := fe.Problem
-		if fe.Fix != "" {
-			p += ": " + fe.Fix
-		}
-		problems = append(problems, p)
+	if p := enroll.RecipientProblem(addr); p != "" {
+		return errors.New(p)
 	}
-	if len(problems) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%q %s", clipText(addr), strings.Join(problems, "; "))
-}
-
-// fieldErrors flattens the *events.FieldError of a joined error.
-func fieldErrors(err error) []*events.FieldError {
-	var out []*events.FieldError
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil {
-			return
-		}
-		if j, ok := e.(interface{ Unwrap() []error }); ok {
-			for _, x := range j.Unwrap() {
-				walk(x)
-			}
-			return
-		}
-		var fe *events.FieldError
-		if errors.As(e, &fe) {
-			out = append(out, fe)
-		}
-	}
-	walk(err)
-	return out
+	return nil
 }
 
 // notRecipientsError: remove named addresses the tenant does not list.

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyward/keyward/cmd/keyward/cli"
+	"github.com/keyward/keyward/pkg/events"
 	"github.com/keyward/keyward/pkg/tenant"
 )
 
@@ -150,5 +153,51 @@ func TestTenantRecipients(t *testing.T) {
 	}
 	if r = run(t, url, "", "tenant", "recipients", "list", "--tenant", "demo", "x@demo.example"); r.code == 0 {
 		t.Errorf("list with an argument: %+v", r)
+	}
+}
+
+// TestTenantAdminChangesRecipientsThroughTheService: a tenant admin changes
+// its own tenant's recipients (the enrollment service writes them) and the
+// change is recorded by TenantChanged naming the admin, with the recipients
+// before and after; another tenant's are out of its reach.
+func TestTenantAdminChangesRecipientsThroughTheService(t *testing.T) {
+	d := startDev(t, filepath.Join(t.TempDir(), "data"))
+	own := d.Creds("admin-" + cli.DemoTenant)
+	r := run(t, d.URL(), "", "--nats-creds", own, "tenant", "recipients", "add", "--tenant", cli.DemoTenant, "oncall@demo.example")
+	if r.code != 0 || !strings.Contains(r.stdout, "added oncall@demo.example") {
+		t.Fatalf("admin-demo adding a recipient: %+v", r)
+	}
+	ctx := context.Background()
+	lifecycle, err := d.JS.Stream(ctx, events.StreamLifecycle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := lifecycle.GetLastMsgForSubject(ctx, events.SubjectTenantChanged(cli.DemoTenant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := events.DecodeTenantChanged(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Op != events.TenantOpRecipients || !slices.Equal(e.Fields, []string{"recipients"}) ||
+		e.ChangedBy.Name != "admin-"+cli.DemoTenant || e.ChangedBy.Role != "tenant-admin" || e.ChangedBy.User == "" || e.ChangedBy.Account == "" {
+		t.Fatalf("TenantChanged %+v by %+v", e, e.ChangedBy)
+	}
+	var before, after tenant.Config
+	if json.Unmarshal(e.Before, &before) != nil || json.Unmarshal(e.After, &after) != nil ||
+		!slices.Equal(before.Recipients, []string{"security@demo.example"}) ||
+		!slices.Equal(after.Recipients, []string{"security@demo.example", "oncall@demo.example"}) {
+		t.Fatalf("before %s\nafter %s", e.Before, e.After)
+	}
+	if got := m.Header.Get(events.HeaderMsgID); got != events.TenantChangedMsgID(cli.DemoTenant, e.Revision) {
+		t.Errorf("Nats-Msg-Id %q", got)
+	}
+	r = run(t, d.URL(), "", "--nats-creds", own, "--timeout", "3s", "tenant", "recipients", "add", "--tenant", cli.DemoTenantAWS, "attacker@evil.example")
+	if r.code == 0 {
+		t.Fatalf("admin-demo changed demo-aws's recipients: %+v", r)
+	}
+	if r := run(t, d.URL(), "", "tenant", "recipients", "list", "--tenant", cli.DemoTenantAWS); strings.Contains(r.stdout, "attacker") {
+		t.Fatalf("demo-aws recipients: %+v", r)
 	}
 }
