@@ -1,9 +1,11 @@
 package notifier
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +28,7 @@ const (
 	KindReencryptionCompleted Kind = "reencryption_completed"
 	KindReencryptionStopped   Kind = "reencryption_stopped"
 	KindContentRejected       Kind = "content_rejected"
+	KindTenantChanged         Kind = "tenant_changed"
 )
 
 // Notice is one event turned into what its email says. Fields the
@@ -55,7 +58,26 @@ type Notice struct {
 	FromKeyURI, ToKeyURI   string
 	Scheduled, ScheduledAt time.Time
 	Subject                string
+	// TenantChanged: the operation, who made it and the fields changed.
+	Op, ChangedBy string
+	Fields        []string
+	// Recipients, when set, are who the notice goes to instead of the
+	// tenant's current recipients: for a TenantChanged, those before and
+	// after the change, so a change that replaces them still reaches the
+	// old ones.
+	Recipients []string
 }
+
+// tenantChangeMailed are the fields of a tenant document whose change is
+// emailed: who is told, which keys, what happens when a key is lost, and
+// the deprovisioning.
+var tenantChangeMailed = []string{"keys", "recipients", "fallback_enabled", "fallback_on", "deprovision"}
+
+// tenantOpsMailedOwn are the TenantChanged ops whose change is emailed by
+// their own lifecycle event already (KeyEnrolled, RotationStarted,
+// DeprovisionScheduled, DeprovisionCancelled, to the same recipients: these
+// ops do not change them).
+var tenantOpsMailedOwn = []string{events.TenantOpKeyEnrolled, events.TenantOpRotation, events.TenantOpDeprovisionScheduled, events.TenantOpDeprovisionCancelled}
 
 // errUnknownSubject: the message is not one the notifier handles.
 var errUnknownSubject = errors.New("not a notification subject")
@@ -158,6 +180,26 @@ func decodeNotice(subject, eventID string, data []byte, cfg *tenant.Config) (*No
 		n.Kind, n.EventType, n.At = KindDeprovisionCompleted, events.TypeDeprovisionCompleted, e.CompletedAt
 		n.Keys, n.Done = plainKeys(e.KeyURIs), e.Assets
 		n.Subject = fmt.Sprintf("Keyward: deprovisioning of %s completed: your keys may be disabled", tenantID)
+	case subject == events.SubjectTenantChanged(tenantID):
+		e, err := events.DecodeTenantChanged(data)
+		if err != nil {
+			return nil, err
+		}
+		if err := check(e.TenantID); err != nil {
+			return nil, err
+		}
+		if slices.Contains(tenantOpsMailedOwn, e.Op) || !slices.ContainsFunc(e.Fields, func(f string) bool { return slices.Contains(tenantChangeMailed, f) }) {
+			return nil, nil
+		}
+		n.Kind, n.EventType, n.At = KindTenantChanged, events.TypeTenantChanged, e.At
+		n.Op, n.ChangedBy = e.Op, changedBy(e.ChangedBy)
+		for _, f := range e.Fields {
+			if slices.Contains(tenantChangeMailed, f) {
+				n.Fields = append(n.Fields, f)
+			}
+		}
+		n.Recipients = unionRecipients(e.Before, e.After)
+		n.Subject = fmt.Sprintf("Keyward: the configuration of %s was changed (%s)", tenantID, strings.Join(n.Fields, ", "))
 	case subject == events.SubjectReencryptCompleted(tenantID):
 		e, err := events.DecodeReencryptionCompleted(data)
 		if err != nil {
@@ -203,6 +245,44 @@ func decodeNotice(subject, eventID string, data []byte, cfg *tenant.Config) (*No
 		return nil, errUnknownSubject
 	}
 	return n, nil
+}
+
+// changedBy says who made a change, as NATS authenticated them.
+func changedBy(by *events.ChangedBy) string {
+	if by == nil || *by == (events.ChangedBy{}) {
+		return "unknown (this deployment does not authenticate its clients)"
+	}
+	s := by.Name
+	if s == "" {
+		s = by.User
+	}
+	if by.Role != "" {
+		s += " (" + by.Role + ")"
+	}
+	return s
+}
+
+// unionRecipients are the recipients of the documents before and after a
+// change, each once (regardless of case), before's first.
+func unionRecipients(docs ...[]byte) []string {
+	var out []string
+	for _, raw := range docs {
+		if raw == nil {
+			continue
+		}
+		var c struct {
+			Recipients []string `json:"recipients"`
+		}
+		if json.Unmarshal(raw, &c) != nil {
+			continue
+		}
+		for _, r := range c.Recipients {
+			if !slices.ContainsFunc(out, func(x string) bool { return strings.EqualFold(x, r) }) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 // plainKey drops a key URI's query (an emulator endpoint, never a secret,

@@ -2,6 +2,7 @@ package notifier_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -334,5 +335,57 @@ func TestFlappingKeyDigest(t *testing.T) {
 	got = s.smtp.WaitMessages(t, 4, 15*time.Second)
 	if len(s.settle()) != 4 || !strings.Contains(got[3].Subject, "4 more status changes") {
 		t.Fatalf("second window: %d messages, last %q", len(s.smtp.Messages()), got[3].Subject)
+	}
+}
+
+// tenantChanged publishes a TenantChanged as the enrollment service does.
+func (s *stack) tenantChanged(e *events.TenantChanged) string {
+	s.t.Helper()
+	id := events.TenantChangedMsgID(e.TenantID, e.Revision)
+	if _, err := s.pub.Publish(context.Background(), events.Outgoing{Subject: events.SubjectTenantChanged(e.TenantID), MsgID: id,
+		Type: events.TypeTenantChanged, Event: e}); err != nil {
+		s.t.Fatal(err)
+	}
+	return id
+}
+
+// A change of a tenant's recipients is mailed to the recipients before and
+// after it, so a takeover that replaces them still reaches the old ones,
+// naming who made it; a change of other fields, or one its own lifecycle
+// event mails, is not.
+func TestTenantChangeReachesOldAndNewRecipients(t *testing.T) {
+	s := newStack(t)
+	s.tenant("acme", "alice@acme.example")
+	at := time.Now().UTC().Truncate(time.Second)
+	by := &events.ChangedBy{Name: "admin-acme", User: "UA", Account: "AA", Role: "tenant-admin"}
+	// Not mailed: only phone settings changed; a key enrolled (KeyEnrolled
+	// mails it).
+	s.tenantChanged(&events.TenantChanged{TenantID: "acme", Revision: 10, Op: events.TenantOpPhoneSettings, ChangedBy: by,
+		Fields: []string{"phone"}, Before: json.RawMessage(`{"tenant_id":"acme","recipients":["alice@acme.example"]}`),
+		After: json.RawMessage(`{"tenant_id":"acme","recipients":["alice@acme.example"]}`), At: at})
+	s.tenantChanged(&events.TenantChanged{TenantID: "acme", Revision: 11, Op: events.TenantOpKeyEnrolled, ChangedBy: by,
+		Fields: []string{"keys"}, Before: json.RawMessage(`{"tenant_id":"acme","recipients":["alice@acme.example"]}`),
+		After: json.RawMessage(`{"tenant_id":"acme","recipients":["alice@acme.example"]}`), At: at})
+	// The takeover: alice replaced by mallory (the tenant's current
+	// configuration still lists alice only; the event says who is who).
+	id := s.tenantChanged(&events.TenantChanged{TenantID: "acme", Revision: 12, Op: events.TenantOpApply, ChangedBy: by,
+		Fields: []string{"fallback_enabled", "recipients"}, Before: json.RawMessage(`{"tenant_id":"acme","recipients":["alice@acme.example"]}`),
+		After: json.RawMessage(`{"tenant_id":"acme","recipients":["mallory@evil.example","ALICE@acme.example"]}`), At: at})
+	msgs := s.smtp.WaitMessages(t, 2, 10*time.Second)
+	if len(msgs) != 2 || len(to(msgs, "alice@acme.example")) != 1 || len(to(msgs, "mallory@evil.example")) != 1 {
+		t.Fatalf("%d messages: %+v, want one to alice and one to mallory", len(msgs), msgs)
+	}
+	m := to(msgs, "alice@acme.example")[0]
+	if !strings.Contains(m.Subject, "configuration of acme was changed (fallback_enabled, recipients)") ||
+		m.Header.Get("X-Keyward-Event") != events.TypeTenantChanged || m.Header.Get("X-Keyward-Event-Id") != id {
+		t.Errorf("subject %q, headers %v", m.Subject, m.Header)
+	}
+	for _, want := range []string{"By:      admin-acme (tenant-admin)", "Through: apply", "contact your platform"} {
+		if !strings.Contains(m.Text, want) {
+			t.Errorf("text lacks %q:\n%s", want, m.Text)
+		}
+	}
+	if !strings.Contains(m.HTML, "admin-acme (tenant-admin)") {
+		t.Errorf("HTML:\n%s", m.HTML)
 	}
 }

@@ -46,6 +46,7 @@ func TestRenderEveryKind(t *testing.T) {
 		{Kind: KindReencryptionCompleted, Purpose: "heal", ToKeyURI: "b", Done: 3},
 		{Kind: KindReencryptionStopped, Purpose: "heal", ReasonText: "revoked", Done: 1, Failed: 2},
 		{Kind: KindContentRejected, AssetID: "a-1", ReasonText: "away"},
+		{Kind: KindTenantChanged, Op: "recipients", ChangedBy: "admin-acme (tenant-admin)", Fields: []string{"recipients"}},
 	} {
 		n.TenantID, n.Subject, n.EventID, n.At = "acme", "subject <b>", "ev.1", at
 		text, html, err := render(n)

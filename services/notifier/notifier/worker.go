@@ -255,7 +255,14 @@ func (w *Worker) Process(ctx context.Context, subject, id string, data []byte) e
 	case n == nil:
 		return nil
 	}
-	if cfg == nil || len(cfg.Recipients) == 0 {
+	var recipients []string
+	if cfg != nil {
+		recipients = cfg.Recipients
+	}
+	if n.Recipients != nil {
+		recipients = n.Recipients
+	}
+	if len(recipients) == 0 {
 		w.count(ctx, n.Kind, "no_recipients")
 		return nil
 	}
@@ -277,7 +284,7 @@ func (w *Worker) Process(ctx context.Context, subject, id string, data []byte) e
 	if err != nil {
 		return events.Permanent(events.ReasonTemplateFailed, err)
 	}
-	return w.deliver(ctx, n.Kind, n.TenantID, n.EventID, n.EventType, n.Subject, text, html, cfg.Recipients)
+	return w.deliver(ctx, n.Kind, n.TenantID, n.EventID, n.EventType, n.Subject, text, html, recipients)
 }
 
 // deliver sends one email per recipient, skipping those the ledger says
