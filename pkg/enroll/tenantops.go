@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -46,7 +47,10 @@ var errApplyRaced = errors.New("tenant changed while applying")
 // updated checked against the revision read just before, so a concurrent
 // change is never overwritten: it is refused with CodeConflict instead. A
 // key the document names that another tenant has enrolled is refused
-// (CodeKeyInUse). TenantChanged (op apply) is published.
+// (CodeKeyInUse). A tenant admin may not change the keys, the
+// deprovisioning or the re-encryptor's records (CodeNotAuthorized: those go
+// through add, rotate and the deprovisioning ops); an operator may.
+// TenantChanged (op apply) is published.
 func (s *Server) Apply(ctx context.Context, req Request) *Response {
 	return tag(s.apply(ctx, req), OpApply)
 }
@@ -75,6 +79,7 @@ func (s *Server) apply(ctx context.Context, req Request) *Response {
 		}
 	}
 	raced := fmt.Sprintf("tenant %s was changed by someone else while applying; run apply again", req.TenantID)
+	tenantAdmin := callerOf(ctx).Role == string(access.RoleTenantAdmin)
 	var before *tenant.Config
 	calls := 0
 	stored, err := s.tenants.Modify(ctx, req.TenantID, func(c *tenant.Config) error {
@@ -84,12 +89,25 @@ func (s *Server) apply(ctx context.Context, req Request) *Response {
 			return errApplyRaced
 		}
 		before = c.Clone()
+		if tenantAdmin {
+			if e := keyFieldsKept(req.TenantID, before, cfg); e != nil {
+				return e
+			}
+		}
 		*c = *cfg.Clone()
 		return nil
 	})
+	var ee *Error
 	switch {
+	case errors.As(err, &ee):
+		return &Response{Error: ee}
 	case errors.Is(err, tenant.ErrNotFound):
 		before = nil
+		if tenantAdmin {
+			if e := keyFieldsKept(req.TenantID, &tenant.Config{TenantID: req.TenantID}, cfg); e != nil {
+				return &Response{Error: e}
+			}
+		}
 		stored, err = s.tenants.Create(ctx, cfg)
 		if errors.Is(err, tenant.ErrExists) {
 			return fail(CodeConflict, "%s", raced)
@@ -98,6 +116,11 @@ func (s *Server) apply(ctx context.Context, req Request) *Response {
 		// Not even JSON: only a whole write repairs it, and there is no
 		// document before to report.
 		before = nil
+		if tenantAdmin {
+			if e := keyFieldsKept(req.TenantID, &tenant.Config{TenantID: req.TenantID}, cfg); e != nil {
+				return &Response{Error: e}
+			}
+		}
 		stored, err = s.tenants.Apply(ctx, cfg)
 	}
 	switch {
@@ -115,6 +138,26 @@ func (s *Server) apply(ctx context.Context, req Request) *Response {
 	resp.Warning = s.publishChanged(ctx, events.TenantOpApply, before, stored)
 	s.log.Info("tenant applied", "tenant_id", req.TenantID, "revision", stored.Revision)
 	return resp
+}
+
+// keyFieldsKept refuses a tenant admin's apply that changes the fields only
+// the key operations set: keys (enrolled after a live probe, by add and
+// rotate), the deprovisioning and the records the re-encryptor keeps. An
+// operator's apply may (it repairs documents).
+func keyFieldsKept(tenantID string, before, after *tenant.Config) *Error {
+	type keyFields struct {
+		Keys            []tenant.Key        `json:"keys"`
+		Deprovision     *tenant.Deprovision `json:"deprovision"`
+		DeprovisionedAt *time.Time          `json:"deprovisioned_at"`
+		CoveredFrom     *time.Time          `json:"covered_from"`
+	}
+	b, _ := json.Marshal(keyFields{before.Keys, before.Deprovision, before.DeprovisionedAt, before.CoveredFrom})
+	a, _ := json.Marshal(keyFields{after.Keys, after.Deprovision, after.DeprovisionedAt, after.CoveredFrom})
+	if changed := changedFields(b, a); len(changed) > 0 {
+		return &Error{Code: CodeNotAuthorized, Message: fmt.Sprintf("a tenant admin's apply may not change %s: keep them as stored (keyward tenant show --tenant %s --json); enroll, rotate and deprovision keys with keyward tenant key add|rotate and keyward tenant deprovision",
+			strings.Join(changed, ", "), tenantID)}
+	}
+	return nil
 }
 
 // errNoChange stops a Modify that would write the same document again.
