@@ -208,9 +208,10 @@ var Matrix = []RoleSpec{
 	},
 	{
 		Role: RoleOperator, Account: AccountKeyward,
-		Summary: "the platform operator's CLI: status, dead letters and redrive, re-encryption status, tenant configuration (until the admin service owns it), asset put/get for checks",
+		Summary: "the platform operator's CLI: status, dead letters and redrive, re-encryption status, tenant changes through the enrollment service (it reads KW_TENANTS, never writes it), asset put for checks",
 		MustNot: []string{
 			"write a key status (KW_KEY_STATUS), a key observation, a breaker event, an asset outcome (KW_ASSETS) or a phone action",
+			"write KW_TENANTS directly: every tenant change goes through the enrollment service",
 			"ask the key broker for a key (keyward.key.unwrap.*): reading content takes a reader identity",
 			"create, update or delete streams",
 		},
@@ -219,7 +220,7 @@ var Matrix = []RoleSpec{
 			read(events.StreamIngest), read(events.StreamAssets), read(events.StreamDLQ), read(events.StreamKeys),
 			read(events.StreamReencrypt), read(events.StreamLifecycle), read(events.StreamPhone), read(events.StreamAudit),
 			subjects("$JS.API.CONSUMER.INFO."+events.StreamIngest+".*", "$JS.API.CONSUMER.INFO."+events.StreamAssets+".*"),
-			kvRead(events.BucketTenants), kvWrite(events.BucketTenants, ""),
+			kvRead(events.BucketTenants),
 			kvRead(events.BucketKeyStatus), kvRead(events.BucketReencryptJobs), kvRead(events.BucketKeyHealthLeases),
 			objRead(events.BucketVault), objRead(events.BucketStaging), objWrite(events.BucketStaging),
 			// Redrive republishes a dead letter to where it came from:
@@ -227,9 +228,6 @@ var Matrix = []RoleSpec{
 			subjects(events.SubjectAssetCreatedAll, "keyward.phone.call.*.*"),
 			subjects("$JS.API.STREAM.MSG.DELETE."+events.StreamDLQ),
 			subjects(events.SubjectKeyEnrollAll),
-			// The audit event of `keyward tenant phone` (until the admin
-			// service makes every tenant change).
-			subjects(events.SubjectPhoneSettingsChanged("*")),
 		)},
 	},
 	{

@@ -210,11 +210,11 @@ func TestOwnedSubjects(t *testing.T) {
 		events.SubjectAssetReencrypted("acme"): {RoleReencryptor},
 		events.SubjectCallAction("acme"):       {RolePhonePolicy},
 		events.SubjectKeyUnwrap("acme"):        {RoleReader},
-		// Tenant configuration: the enrollment service's data plane, the
-		// re-encryptor when a rotation or deprovisioning completes, and
-		// (until every change goes through the admin service) the
-		// operator's tenant apply.
-		"$KV.KW_TENANTS.acme": {RoleOperator, RoleAdmin, RoleReencryptor},
+		// Tenant configuration: the enrollment service's data plane and
+		// the re-encryptor when a rotation or deprovisioning completes.
+		// Nobody else: the operator and tenant admins change tenants
+		// through the enrollment service.
+		"$KV.KW_TENANTS.acme": {RoleAdmin, RoleReencryptor},
 		// A tenant admin reads only its own audit trail.
 		"$JS.API.CONSUMER.CREATE." + events.StreamAudit + ".trail.keyward.audit.key_access.acme":   {RoleOperator, RoleTenantAdmin},
 		"$JS.API.CONSUMER.CREATE." + events.StreamAudit + ".trail.keyward.audit.key_access.globex": {RoleOperator},

@@ -143,6 +143,8 @@ type Dev struct {
 	// (DataDir/tls/ca.pem; "" without TLS).
 	CAFile string
 
+	adminJS jetstream.JetStream // role admin: the demo tenants, the enrollment service's writes
+
 	closers []func()
 	conns   []*nats.Conn
 
@@ -227,7 +229,12 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if d.DemoKey, err = devKey(keys, "demo-customer.key"); err != nil {
 		return nil, err
 	}
-	if err := ensureDemoTenant(ctx, d.JS, d.DemoKey); err != nil {
+	// The demo tenants are written as the enrollment service's data plane
+	// (role admin): the operator may not write KW_TENANTS.
+	if _, d.adminJS, err = d.Connect(string(access.RoleAdmin)); err != nil {
+		return nil, err
+	}
+	if err := ensureDemoTenant(ctx, d.adminJS, d.DemoKey); err != nil {
 		return nil, err
 	}
 
@@ -286,9 +293,7 @@ func StartDev(ctx context.Context, o DevOptions) (_ *Dev, err error) {
 	if encDeps.EnrollNC, _, err = d.Connect(string(access.RoleEnrollment)); err != nil {
 		return nil, err
 	}
-	if _, encDeps.EnrollJS, err = d.Connect(string(access.RoleAdmin)); err != nil {
-		return nil, err
-	}
+	encDeps.EnrollJS = d.adminJS
 	if d.Encryptor, err = encryptor.New(runCtx, encDeps, opts); err != nil {
 		return nil, err
 	}

@@ -83,7 +83,7 @@ func (d *Dev) startEmulators(ctx context.Context, dataDir string, o DevOptions) 
 // with a fresh key in it; later runs keep them (and their keys, which the
 // emulators persist).
 func (d *Dev) seedCloudTenants(ctx context.Context) error {
-	store, err := tenant.OpenStore(ctx, d.JS, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
+	store, err := tenant.OpenStore(ctx, d.adminJS, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
 	if err != nil {
 		return err
 	}

@@ -111,7 +111,8 @@ func khStart(t *testing.T, o cli.DevOptions) *khStack {
 	if s.prod, err = producer.New(ctx, prodNC, prodJS); err != nil {
 		t.Fatal(err)
 	}
-	if s.store, err = tenant.OpenStore(ctx, d.JS); err != nil {
+	_, adminJS := as(t, d, "admin")
+	if s.store, err = tenant.OpenStore(ctx, adminJS); err != nil {
 		t.Fatal(err)
 	}
 	if s.vault, err = vault.Open(ctx, d.JS, events.BucketVault); err != nil {

@@ -112,7 +112,8 @@ func TestKeyReleaseIsAuthorized(t *testing.T) {
 	}
 
 	// The tenant denies support: its setting wins over the reader's grant.
-	tenants, err := tenant.OpenStore(ctx, opJS, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
+	_, adminJS := as(t, d, "admin") // tenant writes are the admin service's
+	tenants, err := tenant.OpenStore(ctx, adminJS, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
 	if err != nil {
 		t.Fatal(err)
 	}

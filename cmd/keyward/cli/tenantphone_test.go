@@ -29,7 +29,8 @@ func TestTenantPhone(t *testing.T) {
 	d := startDev(t, filepath.Join(t.TempDir(), "data"))
 	url := d.URL()
 	ctx := context.Background()
-	store, err := tenant.OpenStore(ctx, d.JS, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
+	_, adminJS := as(t, d, "admin")
+	store, err := tenant.OpenStore(ctx, adminJS, tenant.WithValidateOptions(tenant.AllowLocalKeys(true)))
 	if err != nil {
 		t.Fatal(err)
 	}
