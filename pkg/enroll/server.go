@@ -40,6 +40,7 @@ type Server struct {
 	platform    platform.Config
 	allowLocal  bool
 	authorize   bool
+	catalog     []string
 	log         *slog.Logger
 	now         func() time.Time
 	timeout     time.Duration
@@ -62,6 +63,12 @@ type Option func(*Server)
 // Off only where NATS runs without authentication (tests, keyward dev
 // --no-auth).
 func Authorize(on bool) Option { return func(s *Server) { s.authorize = on } }
+
+// WithServiceCatalog sets the services a tenant document may select (apply
+// refuses others, with a "did you mean"); default tenant.DefaultServices.
+func WithServiceCatalog(services []string) Option {
+	return func(s *Server) { s.catalog = services }
+}
 
 // AllowLocalKeys accepts localkms:// customer keys (keyward dev, tests).
 func AllowLocalKeys(allow bool) Option { return func(s *Server) { s.allowLocal = allow } }

@@ -62,7 +62,11 @@ func (s *Server) apply(ctx context.Context, req Request) *Response {
 	if len(req.Tenant) == 0 {
 		return fail(CodeInvalidRequest, "tenant is required: give the tenant document (schemas/tenant.schema.json)")
 	}
-	cfg, err := tenant.Parse(req.Tenant, tenant.AllowLocalKeys(s.allowLocal))
+	catalog := s.catalog
+	if catalog == nil {
+		catalog = tenant.DefaultServices
+	}
+	cfg, err := tenant.Parse(req.Tenant, tenant.AllowLocalKeys(s.allowLocal), tenant.WithServiceCatalog(catalog))
 	if err != nil {
 		return fail(CodeInvalidDocument, "%v", err)
 	}

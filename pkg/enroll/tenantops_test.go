@@ -93,6 +93,10 @@ func TestApplyRefusals(t *testing.T) {
 	for _, tc := range []struct{ name, doc, code, mention string }{
 		{"unknown field", `{"tenant_id":"acme","fallback":true}`, enroll.CodeInvalidDocument, "fallback"},
 		{"bad recipient", `{"tenant_id":"acme","recipients":["not an address"]}`, enroll.CodeInvalidDocument, "recipients[0]"},
+		// Today's silent loss of coverage: a misspelt service is refused,
+		// with the name it most likely meant.
+		{"misspelt service", `{"tenant_id":"acme","services":["cloud_recordings"]}`, enroll.CodeInvalidDocument, `did you mean "cloud_recording"?`},
+		{"unknown service", `{"tenant_id":"acme","services":["telepathy"]}`, enroll.CodeInvalidDocument, "use one of cloud_recording"},
 		{"another tenant's document", `{"tenant_id":"hooli"}`, enroll.CodeInvalidRequest, "hooli"},
 		{"another tenant's key", fmt.Sprintf(`{"tenant_id":"acme","keys":[{"uri":%q,"role":"primary","enrolled_at":"2026-11-28T12:00:00Z"}]}`, uri), enroll.CodeKeyInUse, "another tenant"},
 	} {

@@ -84,8 +84,11 @@ func Validate(c *Config, opts ...ValidateOption) error {
 			return
 		}
 		if len(o.catalog) > 0 && !slices.Contains(o.catalog, s) {
-			v.add(field, fmt.Sprintf("%q is not a service this platform offers", s),
-				"use one of "+strings.Join(o.catalog, ", ")+`, or "*" for all`)
+			fix := "use one of " + strings.Join(o.catalog, ", ") + `, or "*" for all`
+			if near := closest(s, o.catalog); near != "" {
+				fix = fmt.Sprintf("did you mean %q? ", near) + fix
+			}
+			v.add(field, fmt.Sprintf("%q is not a service this platform offers", s), fix)
 		}
 	})
 	v.list("licensed_users", c.LicensedUsers, func(field, u string) {
@@ -287,4 +290,20 @@ func clip(s string) string {
 		i--
 	}
 	return s[:i] + "..."
+}
+
+// closest returns the entry of names nearest to s by edit distance (the
+// one unknown document fields use), when it is near enough to be a typo:
+// at most a third of its length, at least 2; else "".
+func closest(s string, names []string) string {
+	best, bestD := "", -1
+	for _, n := range names {
+		if d := editDistance(s, n); bestD < 0 || d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if bestD < 0 || bestD > max(2, len(best)/3) {
+		return ""
+	}
+	return best
 }

@@ -364,3 +364,27 @@ func TestValidateFallbackChoices(t *testing.T) {
 		t.Errorf("a hold window that is not a duration: %v", err)
 	}
 }
+
+// A service name that is almost a catalog entry gets a "did you mean"; one
+// that is nothing like any gets the list only.
+func TestServiceDidYouMean(t *testing.T) {
+	c := &Config{TenantID: "acme", Services: []string{"cloud_recordings", "telepathy"}, LicensedUsers: []string{All}}
+	err := Validate(c, WithServiceCatalog(DefaultServices))
+	if err == nil {
+		t.Fatal("unknown services accepted")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, `services[0]`) || !strings.Contains(msg, `did you mean "cloud_recording"?`) {
+		t.Errorf("services[0] error %q: want a did-you-mean of cloud_recording", msg)
+	}
+	if !strings.Contains(msg, `services[1]`) || strings.Count(msg, "did you mean") != 1 {
+		t.Errorf("services[1] error %q: want the list without a guess", msg)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"cloud_recordings", "cloud_recording"}, {"team-chat", "team_chat"}, {"whitebord", "whiteboard"}, {"x", ""}, {"telepathy", ""},
+	} {
+		if got := closest(tc.in, DefaultServices); got != tc.want {
+			t.Errorf("closest(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
