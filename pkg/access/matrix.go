@@ -296,7 +296,10 @@ var Matrix = []RoleSpec{
 			kvRead(events.BucketKeyStatus),
 			kvRead(events.BucketReencryptJobs), kvWrite(events.BucketReencryptJobs, ""),
 			objRead(events.BucketVault), objWrite(events.BucketVault),
-			subjects(events.SubjectReencryptAll), lifecycleAll,
+			// Only the two lifecycle events it owns: never TenantChanged,
+			// KeyEnrolled or the deprovisioning schedule (the enrollment
+			// service's, which the notifier mails).
+			subjects(events.SubjectReencryptAll, events.SubjectRotationCompleted("*"), events.SubjectDeprovisionCompleted("*")),
 			subjects("$JS.API.CONSUMER.INFO."+events.StreamIngest+"."+events.ConsumerEncryptor),
 			observed, dlq, subjects(events.SubjectBreakerAll),
 		)},

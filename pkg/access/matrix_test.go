@@ -48,6 +48,7 @@ func catalog() []string {
 			events.SubjectKeyUnwrap(tenant), events.SubjectKeyEnroll(tenant), events.SubjectPhoneAdmit(tenant),
 			events.SubjectCallStarted(tenant), events.SubjectCallEnded(tenant), events.SubjectCallAction(tenant),
 			events.SubjectReencryptProgress(tenant), events.SubjectRotationCompleted(tenant), events.SubjectKeyEnrolled(tenant),
+			events.SubjectTenantChanged(tenant), events.SubjectDeprovisionCompleted(tenant),
 		)
 		for _, b := range []string{events.BucketTenants, events.BucketKeyStatus, events.BucketKeyHealthLeases, events.BucketReencryptJobs} {
 			out = append(out, "$KV."+b+"."+tenant)
@@ -219,6 +220,12 @@ func TestOwnedSubjects(t *testing.T) {
 		"$JS.API.CONSUMER.CREATE." + events.StreamAudit + ".trail.keyward.audit.key_access.acme":   {RoleOperator, RoleTenantAdmin},
 		"$JS.API.CONSUMER.CREATE." + events.StreamAudit + ".trail.keyward.audit.key_access.globex": {RoleOperator},
 		events.SubjectKeyAccess("acme"): {RoleEncryptor},
+		// Tenant and key lifecycle: the enrollment service's data plane
+		// announces changes; the re-encryptor only what its jobs complete.
+		events.SubjectTenantChanged("acme"):        {RoleAdmin},
+		events.SubjectKeyEnrolled("acme"):          {RoleAdmin},
+		events.SubjectRotationCompleted("acme"):    {RoleAdmin, RoleReencryptor},
+		events.SubjectDeprovisionCompleted("acme"): {RoleAdmin, RoleReencryptor},
 		// A tenant admin reaches only its own tenant's enrollment subject.
 		events.SubjectKeyEnroll("globex"): {RoleOperator},
 		events.SubjectKeyEnroll("acme"):   {RoleOperator, RoleTenantAdmin},
