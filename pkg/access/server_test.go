@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/keyward/keyward/pkg/access/accesstest"
 	"github.com/keyward/keyward/pkg/natsembed"
 )
 
@@ -79,18 +80,11 @@ func (s *testServer) connectCreds(t *testing.T, path string) (*nats.Conn, chan e
 // what a role publishes and publishes what a role subscribes to.
 func (s *testServer) observer(t *testing.T, acc Account) *nats.Conn {
 	t.Helper()
-	user, _ := nkeys.CreateUser()
-	pub, _ := user.PublicKey()
-	uc := jwt.NewUserClaims(pub)
-	uc.Name = "test-observer"
-	uc.Pub.Allow.Add(">")
-	uc.Sub.Allow.Add(">")
-	tok, err := uc.Encode(s.auth.accounts[acc])
+	tok, seed, err := accesstest.ObserverCredentials(s.auth.accounts[acc])
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, _ := user.Seed()
-	nc, err := nats.Connect(s.srv.URL(), nats.UserJWTAndSeed(tok, string(seed)))
+	nc, err := nats.Connect(s.srv.URL(), nats.UserJWTAndSeed(tok, seed))
 	if err != nil {
 		t.Fatal(err)
 	}

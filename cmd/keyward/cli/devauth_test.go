@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/keyward/keyward/cmd/keyward/cli"
 	"github.com/keyward/keyward/pkg/access"
+	"github.com/keyward/keyward/pkg/access/accesstest"
 )
 
 // observe connects a test-only user of the dev stack's KEYWARD account that
@@ -35,18 +35,11 @@ func observe(t testing.TB, d *cli.Dev) (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, _ := nkeys.CreateUser()
-	pub, _ := user.PublicKey()
-	uc := jwt.NewUserClaims(pub)
-	uc.Name = "test-observer"
-	uc.Pub.Allow.Add(">")
-	uc.Sub.Allow.Add(">")
-	tok, err := uc.Encode(acc)
+	tok, useed, err := accesstest.ObserverCredentials(acc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	useed, _ := user.Seed()
-	nc, err := nats.Connect(d.URL(), nats.UserJWTAndSeed(tok, string(useed)), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(d.URL(), nats.UserJWTAndSeed(tok, useed), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
